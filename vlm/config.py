@@ -1,0 +1,207 @@
+"""Configuration of the model: one dataclass per part, composed into `VLMConfig`, plus named presets.
+
+Configs round-trip through JSON (`to_dict` / `from_dict`) and accept command-line style overrides
+(`apply_overrides(config, ["decoder.depth=6"])`), so a run folder's `config.json` rebuilds the exact model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class VisionConfig:
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    # timm architecture the encoder is built from; width/depth/heads above override its sizes.
+    timm_model: str = "vit_tiny_patch16_224"
+    # Pretrained ViTs from timm carry a class token; our own encoder needs none (we keep patch tokens only).
+    class_token: bool = False
+    weights_file: str | None = None  # local timm/safetensors weights; never downloaded
+    freeze: bool = False
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+@dataclass
+class ProjectorConfig:
+    # Image tokens are reduced by `reduction` along each side (reduction**2 fewer tokens): every image
+    # token is a decoder position, so this is the cheapest lever on decoder compute.
+    reduction: int = 2
+    mode: str = "pixel_shuffle"  # "pixel_shuffle" (keeps all information, widens tokens) or "avg_pool"
+    hidden_mult: float = 1.0  # MLP hidden width as a multiple of the decoder width
+
+
+@dataclass
+class DecoderConfig:
+    # A placeholder until a tokenizer is attached: the real size comes from the vocabulary (`Tokenizer.vocab_size`).
+    vocab_size: int = 512
+    max_positions: int = 64  # image tokens + text tokens
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+
+@dataclass
+class VLMConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # Prefix-LM: image tokens see each other in both directions; text stays causal.
+    prefix_lm: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_patches // self.projector.reduction**2
+
+    @property
+    def max_text_len(self) -> int:
+        return self.decoder.max_positions - self.num_image_tokens
+
+    def validate(self) -> None:
+        v, p, d = self.vision, self.projector, self.decoder
+        if v.image_size % v.patch_size:
+            raise ValueError(f"vision.image_size={v.image_size} is not a multiple of vision.patch_size={v.patch_size}")
+        if v.grid_size % p.reduction:
+            raise ValueError(
+                f"projector.reduction={p.reduction} does not divide the patch grid side {v.grid_size} "
+                f"(image_size {v.image_size} / patch_size {v.patch_size})"
+            )
+        if p.mode not in ("pixel_shuffle", "avg_pool"):
+            raise ValueError(f"projector.mode must be 'pixel_shuffle' or 'avg_pool', got {p.mode!r}")
+        for name, part in (("vision", v), ("decoder", d)):
+            if part.width % part.heads:
+                raise ValueError(f"{name}.width={part.width} is not divisible by {name}.heads={part.heads}")
+        if self.max_text_len < 8:
+            raise ValueError(
+                f"decoder.max_positions={d.max_positions} leaves {self.max_text_len} text positions after "
+                f"{self.num_image_tokens} image tokens; raise it"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VLMConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config field(s): {sorted(unknown)}")
+        parts = {
+            name: _dataclass_from_dict(_PART_CLASSES[name], value, name) if name in _PART_CLASSES else value
+            for name, value in data.items()
+        }
+        return cls(**parts)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> VLMConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        return cls.from_dict(data)
+
+
+_PART_CLASSES = {"vision": VisionConfig, "projector": ProjectorConfig, "decoder": DecoderConfig}
+
+
+def _dataclass_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {prefix!r} must be an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown config field(s) in {prefix}: {sorted(unknown)}")
+    return cls(**data)
+
+
+PRESETS: dict[str, VLMConfig] = {
+    # Seconds-fast model for unit tests: 32x32 images, 4 image tokens.
+    "tiny": VLMConfig(
+        vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
+        projector=ProjectorConfig(reduction=2),
+        decoder=DecoderConfig(max_positions=48, width=32, depth=2, heads=2),
+    ),
+    # Trains on a 2-core CPU in minutes: 64x64 images, 64 patches, 16 image tokens.
+    "default": VLMConfig(
+        vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4),
+        projector=ProjectorConfig(reduction=2),
+        decoder=DecoderConfig(max_positions=64, width=256, depth=4, heads=4),
+    ),
+    # GPU-sized: ViT-S/16 encoder at 224 px (49 image tokens after reduction), GPT-2-small-sized decoder.
+    "large": VLMConfig(
+        vision=VisionConfig(
+            image_size=224, patch_size=16, width=384, depth=12, heads=6, timm_model="vit_small_patch16_224"
+        ),
+        projector=ProjectorConfig(reduction=2),
+        decoder=DecoderConfig(max_positions=128, width=768, depth=12, heads=12),
+    ),
+}
+
+
+def get_preset(name: str) -> VLMConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def apply_overrides(config: VLMConfig, overrides: list[str]) -> VLMConfig:
+    """Return a copy of `config` with `section.field=value` overrides applied (values parsed by the field's type)."""
+    data = config.to_dict()
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise ValueError(f"override {override!r} is not of the form section.field=value")
+        *sections, name = key.strip().split(".")
+        target = data
+        for section in sections:
+            if not isinstance(target.get(section), dict):
+                raise ValueError(f"override {override!r}: no config section {section!r}")
+            target = target[section]
+        if name not in target:
+            raise ValueError(f"override {override!r}: no config field {key!r}")
+        target[name] = _parse_like(target[name], raw.strip(), key)
+    return VLMConfig.from_dict(data)
+
+
+def _parse_like(current: Any, raw: str, key: str) -> Any:
+    if raw.lower() in ("none", "null"):
+        return None
+    try:
+        if isinstance(current, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except ValueError:
+        raise ValueError(f"override {key}={raw!r}: expected a {type(current).__name__}") from None
+    return raw

@@ -1,0 +1,162 @@
+"""The language model: a decoder-only GPT Transformer with a key/value cache.
+
+Pre-LayerNorm blocks, attention through `scaled_dot_product_attention`, learned position embeddings, and an output
+layer tied to the token embedding (no bias). The decoder takes embeddings rather than token ids so that image tokens
+can be placed in front of the text (see `vlm/model.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlm.config import DecoderConfig
+
+
+class KVCache:
+    """Keys and values of every layer for positions seen so far, so one more token costs one position.
+
+    Storage is allocated once for `max_len` positions, on the first write, in the dtype the layers produce
+    (bfloat16 under autocast), so decoding never reallocates.
+    """
+
+    def __init__(self, num_layers: int, max_len: int):
+        self.num_layers = num_layers
+        self.max_len = max_len
+        self.length = 0
+        self.keys: torch.Tensor | None = None  # (L, B, H, max_len, hd)
+        self.values: torch.Tensor | None = None
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values (B, H, T, hd) for `layer`; return all of them so far (B, H, length + T, hd)."""
+        batch, heads, steps, head_dim = keys.shape
+        if self.keys is None:
+            shape = (self.num_layers, batch, heads, self.max_len, head_dim)
+            self.keys = keys.new_empty(shape)
+            self.values = values.new_empty(shape)
+        end = self.length + steps
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} positions exceeds the cache's {self.max_len}")
+        self.keys[layer, :, :, self.length : end] = keys
+        self.values[layer, :, :, self.length : end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def select(self, batch_indices: torch.Tensor) -> None:
+        """Keep/reorder batch rows (beam search): row i becomes old row batch_indices[i]."""
+        if self.keys is not None:
+            self.keys = self.keys.index_select(1, batch_indices)
+            self.values = self.values.index_select(1, batch_indices)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        batch, steps, width = x.shape
+        # (B, T, 3D) -> (3, B, H, T, hd)
+        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, Tk, hd), Tk = cached + T
+        # With no mask the sequence is plain causal (training); with a cache a mask is always given, because
+        # is_causal aligns the triangle to the top-left corner, which is wrong once queries start mid-sequence.
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, hd)
+        return self.out(y.transpose(1, 2).reshape(batch, steps, width))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float):
+        super().__init__()
+        self.up = nn.Linear(width, hidden)
+        self.down = nn.Linear(hidden, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(config.width)
+        self.attention = SelfAttention(config.width, config.heads, config.dropout)
+        self.norm_mlp = nn.LayerNorm(config.width)
+        self.mlp = MLP(config.width, round(config.width * config.mlp_ratio), config.dropout)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attention(self.norm_attention(x), attn_mask, cache, layer)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
+        self.position_embedding = nn.Embedding(config.max_positions, config.width)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(config.width)
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of projections that write into the residual stream by depth, so its variance
+        # does not grow with the number of blocks.
+        for name, parameter in self.named_parameters():
+            if name.endswith(("attention.out.weight", "mlp.down.weight")):
+                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.depth))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def new_cache(self, max_len: int | None = None) -> KVCache:
+        return KVCache(self.config.depth, max_len or self.config.max_positions)
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(token_ids)  # (B, T) -> (B, T, D)
+
+    def forward_features(
+        self,
+        embeddings: torch.Tensor,
+        position_ids: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """(B, T, D) input embeddings -> (B, T, D) final hidden states. attn_mask: bool (B or 1, 1, T, Tk), True = attend."""
+        if int(position_ids.max()) >= self.config.max_positions:
+            raise ValueError(
+                f"sequence needs position {int(position_ids.max())}, but decoder.max_positions is {self.config.max_positions}"
+            )
+        x = self.dropout(embeddings + self.position_embedding(position_ids))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, attn_mask, cache, layer)
+        if cache is not None:
+            cache.advance(embeddings.shape[1])
+        return self.final_norm(x)
+
+    def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        # Tied output layer: logits are similarities to the token embeddings.
+        return F.linear(hidden, self.token_embedding.weight)  # (..., D) -> (..., V)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Text-only causal language model: (B, T) ids -> (B, T, V) logits."""
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device).unsqueeze(0)
+        return self.forward_head(self.forward_features(self.embed_tokens(token_ids), positions))

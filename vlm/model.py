@@ -1,0 +1,133 @@
+"""The vision-language model: image -> encoder -> projector -> [image tokens; text tokens] -> decoder -> logits.
+
+Image tokens sit in front of the text, so every text token can attend to the whole image. The loss covers only
+target tokens (the caption or the answer, and its end token); image, prompt and padding positions never count.
+The output layer runs only over the positions that predict a target, which is most of the saving on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlm import masks
+from vlm.config import VLMConfig
+from vlm.decoder import Decoder, KVCache
+from vlm.projector import Projector
+from vlm.vision_encoder import VisionEncoder
+
+
+@dataclass
+class DecodingState:
+    """What a generation loop carries between steps; `select` follows beams."""
+
+    cache: KVCache
+    key_valid: torch.Tensor  # (B, cache max_len) True for real tokens; generated slots are always True
+    next_position: torch.Tensor  # (B,) position id of the next token
+
+    def select(self, batch_indices: torch.Tensor) -> None:
+        self.cache.select(batch_indices)
+        self.key_valid = self.key_valid.index_select(0, batch_indices)
+        self.next_position = self.next_position.index_select(0, batch_indices)
+
+
+class VisionLanguageModel(nn.Module):
+    def __init__(self, config: VLMConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.vision_encoder = VisionEncoder(config.vision)
+        self.projector = Projector(config.projector, config.vision.width, config.decoder.width)
+        self.decoder = Decoder(config.decoder)
+        assert self.vision_encoder.num_patches // config.projector.reduction**2 == config.num_image_tokens
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.config.num_image_tokens
+
+    @property
+    def num_prefix(self) -> int:
+        """Slots that attend bidirectionally: the image tokens under prefix-LM, none otherwise."""
+        return self.num_image_tokens if self.config.prefix_lm else 0
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N_img, D) image tokens in the decoder's embedding space."""
+        return self.projector(self.vision_encoder(images))
+
+    def _embed(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        text_embeddings = self.decoder.embed_tokens(input_ids)  # (B, T, D)
+        return torch.cat([image_tokens.to(text_embeddings.dtype), text_embeddings], dim=1)  # (B, N_img + T, D)
+
+    def text_hidden_states(
+        self, image_tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final hidden states of the text positions, (B, T, D). Any padding layout is accepted; right padding (what
+        `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask."""
+        batch, num_text = input_ids.shape
+        num_slots = self.num_image_tokens + num_text
+        embeddings = self._embed(image_tokens, input_ids)
+        if attention_mask is None or masks.is_right_padded(attention_mask):
+            positions = torch.arange(num_slots, device=input_ids.device).unsqueeze(0)
+            mask = (
+                masks.prefix_attention_mask(num_slots, self.num_prefix, input_ids.device) if self.num_prefix else None
+            )
+        else:
+            key_valid = torch.cat([attention_mask.new_ones(batch, self.num_image_tokens), attention_mask], dim=1)
+            positions = masks.position_ids(key_valid)
+            mask = masks.attention_mask(key_valid, num_slots, self.num_prefix)
+        hidden = self.decoder.forward_features(embeddings, positions, mask)
+        return hidden[:, self.num_image_tokens :]
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        target_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean cross-entropy over target tokens. images (B, 3, H, W); the rest (B, T) as made by `collate`."""
+        hidden = self.text_hidden_states(self.encode_images(images), input_ids, attention_mask)
+        predicts = masks.prediction_mask(target_mask & attention_mask)  # (B, T)
+        targets = input_ids[:, 1:][predicts[:, :-1]]  # (n_targets,)
+        logits = self.decoder.forward_head(hidden[predicts])  # (n_targets, V)
+        return F.cross_entropy(logits.float(), targets)
+
+    def logits(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, V) logits at every text position, recomputed from scratch (no cache)."""
+        return self.decoder.forward_head(self.text_hidden_states(self.encode_images(images), input_ids, attention_mask))
+
+    # Incremental decoding. Prompts are LEFT-padded so that every row's next token lands in the same slot;
+    # padding is masked out of attention and skipped by the position ids, so a row decodes as it would alone.
+    def prefill(
+        self, image_tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+    ) -> tuple[torch.Tensor, DecodingState]:
+        """Run image + prompt through the decoder once, filling a cache. Returns next-token logits (B, V) and the state."""
+        batch, num_text = input_ids.shape
+        if not bool(attention_mask[:, -1].all()):
+            raise ValueError("prefill expects left-padded prompts: the last column must be a real token in every row")
+        num_slots = self.num_image_tokens + num_text
+        cache = self.decoder.new_cache(num_slots + max_new_tokens)
+        key_valid = torch.cat([attention_mask.new_ones(batch, self.num_image_tokens), attention_mask.bool()], dim=1)
+        positions = masks.position_ids(key_valid)
+        mask = masks.attention_mask(key_valid, num_slots, self.num_prefix)
+        hidden = self.decoder.forward_features(self._embed(image_tokens, input_ids), positions, mask, cache)
+        state = DecodingState(
+            cache=cache,
+            key_valid=torch.cat([key_valid, key_valid.new_ones(batch, max_new_tokens)], dim=1),
+            next_position=positions[:, -1] + 1,
+        )
+        return self.decoder.forward_head(hidden[:, -1]), state
+
+    def decode_step(self, token_ids: torch.Tensor, state: DecodingState) -> torch.Tensor:
+        """Feed one token per row (B,), reusing the cache: costs one position. Returns next-token logits (B, V)."""
+        seen = state.cache.length + 1
+        mask = state.key_valid[:, None, None, :seen]  # (B, 1, 1, seen): all earlier slots, padding excluded
+        embeddings = self.decoder.embed_tokens(token_ids[:, None])  # (B, 1, D)
+        hidden = self.decoder.forward_features(embeddings, state.next_position[:, None], mask, state.cache)
+        state.next_position = state.next_position + 1
+        return self.decoder.forward_head(hidden[:, -1])
