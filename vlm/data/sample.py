@@ -1,0 +1,24 @@
+"""The one record every data set yields: an image with a target text and, for questions, the question."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass
+class Sample:
+    image: str | Path | Image.Image  # a file to load, or an image already in memory (rendered)
+    target: str  # the caption or answer to train on
+    question: str | None = None  # None: a captioning sample
+    references: list[str] = field(default_factory=list)  # all reference captions / all annotators' answers
+    image_id: str | int = ""
+    source: str = ""  # data set name, for per-source metrics
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. question_type, answer_type, the rendered scene
+
+    @property
+    def task(self) -> str:
+        return "caption" if self.question is None else "vqa"

@@ -1,0 +1,6 @@
+"""Where the main job writes, so that the inference scripts find its model without arguments."""
+
+from pathlib import Path
+
+MAIN_RUN_DIR = Path("runs/main")
+DEFAULT_CHECKPOINT = MAIN_RUN_DIR / "model"  # a model folder (see vlm/checkpoint.py): the best validation model
