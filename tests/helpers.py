@@ -1,0 +1,33 @@
+"""Small builders shared by the tests: a tiny model with a real tokenizer, and batches made from text."""
+
+from __future__ import annotations
+
+import torch
+
+from vlm.batch import collate, encode_example
+from vlm.config import VLMConfig, get_preset
+from vlm.model import VisionLanguageModel
+from vlm.tokenizer import Tokenizer
+
+TEXTS = ["a red circle", "two blue squares above a green star", "what color is the circle?", "red", "yes"]
+
+
+def tiny_tokenizer() -> Tokenizer:
+    return Tokenizer.build(TEXTS)
+
+
+def tiny_model(tokenizer: Tokenizer, config: VLMConfig | None = None, seed: int = 0) -> VisionLanguageModel:
+    config = config or get_preset("tiny")
+    config.decoder.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(seed)
+    return VisionLanguageModel(config).eval()
+
+
+def text_batch(tokenizer: Tokenizer, config: VLMConfig, pairs: list[tuple[str | None, str]], seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    size = config.vision.image_size
+    examples = [
+        encode_example(tokenizer, torch.randn(3, size, size, generator=generator), q, t, config.max_text_len)
+        for q, t in pairs
+    ]
+    return collate(examples, tokenizer.pad_id)

@@ -1,0 +1,179 @@
+import pytest
+import torch
+from helpers import text_batch, tiny_model, tiny_tokenizer
+
+from vlm.batch import left_pad
+from vlm.config import DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig
+from vlm.projector import average_pool, pixel_shuffle
+
+PAIRS = [
+    (None, "a red circle"),
+    ("what color is the circle?", "red"),
+    ("is it?", "two blue squares above a green star"),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def small_config(image_size: int, patch_size: int, reduction: int, mode: str = "pixel_shuffle") -> VLMConfig:
+    return VLMConfig(
+        vision=VisionConfig(image_size=image_size, patch_size=patch_size, width=24, depth=1, heads=2),
+        projector=ProjectorConfig(reduction=reduction, mode=mode),
+        decoder=DecoderConfig(max_positions=96, width=32, depth=1, heads=2),
+    )
+
+
+@pytest.mark.parametrize(
+    "image_size, patch_size, reduction, mode",
+    [
+        (32, 8, 1, "pixel_shuffle"),
+        (32, 8, 2, "pixel_shuffle"),
+        (48, 8, 3, "pixel_shuffle"),
+        (64, 16, 2, "avg_pool"),
+        (64, 8, 4, "avg_pool"),
+        (24, 4, 2, "pixel_shuffle"),
+    ],
+)
+def test_shape_after_every_stage(tokenizer, image_size, patch_size, reduction, mode):
+    config = small_config(image_size, patch_size, reduction, mode)
+    model = tiny_model(tokenizer, config)
+    batch = text_batch(tokenizer, config, PAIRS)
+    images = batch["images"]
+    assert images.shape == (3, 3, image_size, image_size)
+    patches = model.vision_encoder(images)
+    num_patches = (image_size // patch_size) ** 2
+    assert patches.shape == (3, num_patches, 24)
+    image_tokens = model.encode_images(images)
+    assert image_tokens.shape == (3, config.num_image_tokens, 32)
+    assert config.num_image_tokens == num_patches // reduction**2 == model.projector.reduce(patches).shape[1]
+    text_length = batch["input_ids"].shape[1]
+    assert model.text_hidden_states(image_tokens, batch["input_ids"]).shape == (3, text_length, 32)
+    assert model.logits(images, batch["input_ids"], batch["attention_mask"]).shape == (
+        3,
+        text_length,
+        tokenizer.vocab_size,
+    )
+    assert model(**batch).shape == ()
+
+
+def test_pixel_shuffle_groups_neighbouring_patches():
+    # A 4x4 grid of patches numbered 0..15, one feature each: factor 2 gathers each 2x2 block into one token.
+    patches = torch.arange(16.0).view(1, 16, 1)
+    shuffled = pixel_shuffle(patches, 2)
+    assert shuffled.shape == (1, 4, 4)
+    assert shuffled[0, 0].tolist() == [0, 1, 4, 5] and shuffled[0, 3].tolist() == [10, 11, 14, 15]
+    assert average_pool(patches, 2)[0, :, 0].tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_padding_and_loss_masks_for_mixed_lengths(tokenizer):
+    config = small_config(32, 8, 2)
+    batch = text_batch(tokenizer, config, PAIRS)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    prompts = [len(tokenizer.prompt(q)) for q, _ in PAIRS]
+    targets = [len(tokenizer.encode(t)) + 1 for _, t in PAIRS]  # + end token
+    assert lengths == [p + t for p, t in zip(prompts, targets)]
+    for row, (prompt, target) in enumerate(zip(prompts, targets)):
+        ids, mask, valid = batch["input_ids"][row], batch["target_mask"][row], batch["attention_mask"][row]
+        assert not mask[:prompt].any() and mask[prompt : prompt + target].all() and not mask[prompt + target :].any()
+        assert (ids[~valid] == tokenizer.pad_id).all() and ids[prompt + target - 1] == tokenizer.eos_id
+
+
+def test_loss_counts_only_target_tokens(tokenizer):
+    config = small_config(32, 8, 2)
+    model = tiny_model(tokenizer, config)
+    batch = text_batch(tokenizer, config, PAIRS)
+    loss = model(**batch)
+    logits = model.logits(batch["images"], batch["input_ids"], batch["attention_mask"])
+    predicted = batch["target_mask"][:, 1:]
+    manual = torch.nn.functional.cross_entropy(logits[:, :-1][predicted], batch["input_ids"][:, 1:][predicted])
+    torch.testing.assert_close(loss, manual)
+    # Changing padding or prompt-side targets leaves the loss alone; the loss is unchanged by extra padding.
+    padded = {k: torch.cat([v, torch.zeros_like(v[:, :3])], 1) if k != "images" else v for k, v in batch.items()}
+    padded["input_ids"][:, -3:] = tokenizer.pad_id
+    torch.testing.assert_close(model(**padded), loss)
+
+
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_later_text_never_changes_earlier_logits_but_the_image_does(tokenizer, prefix_lm):
+    config = small_config(32, 8, 2)
+    config.prefix_lm = prefix_lm
+    model = tiny_model(tokenizer, config)
+    batch = text_batch(tokenizer, config, PAIRS[:1])
+    images, ids = batch["images"], batch["input_ids"]
+    logits = model.logits(images, ids)
+    changed_ids = ids.clone()
+    changed_ids[0, 4] = (changed_ids[0, 4] + 1) % tokenizer.num_tokens
+    changed = model.logits(images, changed_ids)
+    torch.testing.assert_close(changed[:, :4], logits[:, :4])
+    assert not torch.allclose(changed[:, 4:], logits[:, 4:])
+    other_image = model.logits(torch.randn_like(images), ids)
+    assert not torch.allclose(other_image[:, 0], logits[:, 0])
+
+
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_prefix_lm_lets_the_first_image_token_see_the_last(tokenizer, prefix_lm):
+    config = small_config(32, 8, 1)
+    config.prefix_lm = prefix_lm
+    model = tiny_model(tokenizer, config)
+    image_tokens = torch.randn(1, config.num_image_tokens, 32)
+    ids = torch.tensor([tokenizer.caption_prompt()])
+    hidden = model.decoder.forward_features  # look at the first image slot's hidden state
+    first = []
+    for last_token in (image_tokens[:, -1:], torch.randn(1, 1, 32)):
+        tokens = torch.cat([image_tokens[:, :-1], last_token], 1)
+        embeddings = model._embed(tokens, ids)
+        positions = torch.arange(embeddings.shape[1])[None]
+        from vlm.masks import prefix_attention_mask
+
+        mask = prefix_attention_mask(embeddings.shape[1], model.num_prefix) if model.num_prefix else None
+        first.append(hidden(embeddings, positions, mask)[0, 0])
+    assert torch.allclose(first[0], first[1]) != prefix_lm
+
+
+def test_cache_logits_equal_recomputed_logits_over_20_steps(tokenizer):
+    config = small_config(32, 8, 2)
+    config.decoder.max_positions = 64
+    model = tiny_model(tokenizer, config)
+    images = torch.randn(2, 3, 32, 32)
+    prompts = [tokenizer.caption_prompt(), tokenizer.question_prompt("what color is the circle?")]
+    ids, valid = left_pad(prompts, tokenizer.pad_id)
+    with torch.no_grad():
+        logits, state = model.prefill(model.encode_images(images), ids, valid, max_new_tokens=20)
+        for _ in range(20):
+            recomputed = model.logits(images, ids, valid)[:, -1]
+            torch.testing.assert_close(logits, recomputed, atol=1e-5, rtol=1e-5)
+            next_tokens = logits.argmax(-1)
+            ids = torch.cat([ids, next_tokens[:, None]], 1)
+            valid = torch.cat([valid, torch.ones(2, 1, dtype=torch.bool)], 1)
+            logits = model.decode_step(next_tokens, state)
+    assert state.cache.length == config.num_image_tokens + len(prompts[1]) + 20  # one slot per step
+
+
+def test_left_padded_rows_match_each_row_alone(tokenizer):
+    config = small_config(32, 8, 2)
+    model = tiny_model(tokenizer, config)
+    images = torch.randn(2, 3, 32, 32)
+    prompts = [tokenizer.caption_prompt(), tokenizer.question_prompt("two blue squares above a green star?")]
+    with torch.no_grad():
+        image_tokens = model.encode_images(images)
+        batched, _ = model.prefill(image_tokens, *left_pad(prompts, tokenizer.pad_id), max_new_tokens=1)
+        for row, prompt in enumerate(prompts):
+            alone, _ = model.prefill(
+                image_tokens[row : row + 1], *left_pad([prompt], tokenizer.pad_id), max_new_tokens=1
+            )
+            torch.testing.assert_close(batched[row], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_prefill_rejects_right_padding_and_too_long_sequences(tokenizer):
+    config = small_config(32, 8, 2)
+    model = tiny_model(tokenizer, config)
+    image_tokens = torch.randn(1, config.num_image_tokens, 32)
+    ids = torch.tensor([[tokenizer.bos_id, tokenizer.pad_id]])
+    with pytest.raises(ValueError, match="left-padded"):
+        model.prefill(image_tokens, ids, torch.tensor([[True, False]]), 1)
+    too_long = torch.full((1, config.decoder.max_positions), tokenizer.bos_id)
+    with pytest.raises(ValueError, match="exceeds|max_positions"):
+        model.logits(torch.randn(1, 3, 32, 32), too_long)

