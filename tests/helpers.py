@@ -31,3 +31,35 @@ def text_batch(tokenizer: Tokenizer, config: VLMConfig, pairs: list[tuple[str | 
         for q, t in pairs
     ]
     return collate(examples, tokenizer.pad_id)
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
+
+
+class ColourSamples(torch.utils.data.Dataset):
+    """Solid-colour images captioned with their colour, or asked about it: learnable in a few steps."""
+
+    def __init__(self, count: int, size: int = 32, seed: int = 0):
+        from PIL import Image
+
+        from vlm.data.sample import Sample
+
+        generator = torch.Generator().manual_seed(seed)
+        names = list(COLOURS)
+        self.samples = []
+        for index in range(count):
+            name = names[int(torch.randint(len(names), (1,), generator=generator))]
+            image = Image.new("RGB", (size, size), COLOURS[name])
+            question = "what color is it?" if index % 2 else None
+            target = name if question else f"a {name} picture"
+            self.samples.append(
+                Sample(
+                    image=image, target=target, question=question, references=[target], image_id=index, source="colours"
+                )
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        return self.samples[index]

@@ -1,0 +1,34 @@
+"""Run by test_train.py under torchrun: trains the tiny preset on 2 gloo processes, saves each rank's weights."""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import colour_data, quick_config  # noqa: E402
+
+import vlm.train as train_module  # noqa: E402
+from vlm.config import get_preset  # noqa: E402
+
+out = Path(sys.argv[1])
+rank = int(os.environ["RANK"])
+torch.set_num_threads(1)
+captured = {}
+build = train_module.build_optimizer
+
+
+def capture_model(model, config, fused=False):
+    captured["model"] = model
+    if rank == 0:
+        save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, str(out / "initial.safetensors"))
+    return build(model, config, fused)
+
+
+train_module.build_optimizer = capture_model
+config = quick_config(out, max_steps=6, eval_every=3, log_every=1, batch_size=4)
+train_module.train(get_preset("tiny"), config, colour_data(48), device="cpu")
+weights = {k: v.contiguous() for k, v in captured["model"].state_dict().items()}
+save_file(weights, str(out / f"rank{rank}.safetensors"))

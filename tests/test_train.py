@@ -1,0 +1,160 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import ColourSamples
+from safetensors.torch import load_file
+
+import vlm.train as train_module
+from vlm.checkpoint import load_model
+from vlm.config import get_preset
+from vlm.data.catalog import texts_of
+from vlm.data.transforms import build_transform
+from vlm.tokenizer import Tokenizer
+from vlm.train import TrainConfig, TrainingData, TrainingDiverged, lr_factor, train
+
+
+def colour_data(count: int = 64) -> TrainingData:
+    train_set, val_set = ColourSamples(count, seed=0), ColourSamples(16, seed=1)
+    return TrainingData(
+        train_parts=[train_set],
+        val=val_set,
+        tokenizer=Tokenizer.build(texts_of(train_set)),
+        train_transform=build_transform(32, train=True),
+        eval_transform=build_transform(32, train=False),
+    )
+
+
+def quick_config(tmp_path: Path, **overrides) -> TrainConfig:
+    settings = dict(
+        out_dir=str(tmp_path / "run"),
+        max_steps=12,
+        batch_size=8,
+        warmup_steps=2,
+        eval_every=4,
+        log_every=1,
+        val_batches=1,
+        num_workers=0,
+        dtype="float32",
+        lr_decoder=3e-3,
+        lr_projector=3e-3,
+        lr_encoder=3e-3,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def losses(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in records if "train_loss" in r]
+
+
+def test_tiny_model_loss_falls_and_run_folder_is_complete(tmp_path):
+    config = quick_config(tmp_path, max_steps=60, eval_every=20)
+    state = train(get_preset("tiny"), config, colour_data())
+    run = tmp_path / "run"
+    assert state.step == 60
+    curve = losses(run)
+    assert len(curve) == 60 and sum(curve[-5:]) / 5 < 0.5 * sum(curve[:5]) / 5
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "curves.png",
+        "model/model.safetensors",
+        "checkpoints/last/optimizer.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    model, _ = load_model(run / "model")
+    assert (
+        model.config.decoder.vocab_size
+        == json.loads((run / "config.json").read_text())["model"]["decoder"]["vocab_size"]
+    )
+
+
+def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    data = colour_data()
+    train(get_preset("tiny"), quick_config(tmp_path / "a", grad_accum=2), data)
+    uninterrupted = losses(tmp_path / "a" / "run")
+
+    save = train_module.save_training_checkpoint
+
+    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
+        save(directory, model, tokenizer, optimizer, state, config)
+        if state.step == 4:
+            raise KeyboardInterrupt  # killed right after the step-4 checkpoint
+
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(get_preset("tiny"), quick_config(tmp_path / "b", grad_accum=2), data)
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save)
+    torch.manual_seed(1234)  # the resumed process starts from another RNG state: the checkpoint must restore it
+    state = train(get_preset("tiny"), quick_config(tmp_path / "b", grad_accum=2), data, resume=True)
+    assert state.step == 12
+    resumed = losses(tmp_path / "b" / "run")
+    assert len(resumed) == len(uninterrupted) == 12
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(uninterrupted), rtol=1e-5, atol=1e-6)
+
+
+def test_new_run_refuses_to_overwrite_an_existing_one(tmp_path):
+    data = colour_data(16)
+    train(get_preset("tiny"), quick_config(tmp_path, max_steps=4), data)
+    with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
+        train(get_preset("tiny"), quick_config(tmp_path, max_steps=4), data)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    data = colour_data()
+    forward = train_module.VisionLanguageModel.forward
+    calls = {"n": 0}
+
+    def forward_that_blows_up(self, *args, **kwargs):
+        loss = forward(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 6:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_module.VisionLanguageModel, "forward", forward_that_blows_up)
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became nan at step 6: training stopped; the last good checkpoint"
+    ):
+        train(get_preset("tiny"), quick_config(tmp_path), data)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["state"]["step"] == 4
+    model, _ = load_model(checkpoint)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [lr_factor(step, config) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(100, config) == pytest.approx(0.1)
+
+
+def test_two_processes_with_torchrun_agree_on_the_weights(tmp_path):
+    worker = Path(__file__).parent / "ddp_worker.py"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(worker),
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    first = load_file(str(tmp_path / "initial.safetensors"))
+    assert any(not torch.equal(first[name], rank0[name]) for name in rank0)  # it did train
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == 6  # only rank 0 logs: one record per step, not two

@@ -1,0 +1,103 @@
+"""Data sets by name, for the command line: `--data shapes:1,shapes_vqa:1,easy_vqa:2` (name:weight).
+
+Built-in sets need no files. COCO, Karpathy and VQAv2 need the folders of `DataPaths` (see data/*/README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from vlm.data.sample import Sample
+
+
+@dataclass
+class DataPaths:
+    coco_root: str = "data/coco/prepared"  # annotations/captions_{train,val}2017.json, train2017/, val2017/
+    karpathy_json: str = "data/coco/prepared/dataset_coco.json"
+    karpathy_images: str = "data/coco/prepared"  # image paths in the JSON are relative to this folder
+    vqa_root: str = (
+        "data/vqa/prepared"  # v2_OpenEnded_mscoco_{split}2014_questions.json, v2_mscoco_..._annotations.json
+    )
+    on_missing: str = "error"  # images named by annotations but absent: "error" or "skip"
+
+
+DATASET_NAMES = ("shapes", "shapes_vqa", "easy_vqa", "coco", "karpathy", "vqa")
+
+
+def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: str | None = None) -> Dataset:
+    """A Dataset of Samples. split: "train", "val" or "test"; mode "train" (one sample per target) or "eval"
+    (one per image or question, with every reference); by default "train" for the train split."""
+    paths = paths or DataPaths()
+    mode = mode or ("train" if split == "train" else "eval")
+    if name in ("shapes", "shapes_vqa"):
+        from vlm.data.shapes import ShapesDataset
+
+        return ShapesDataset(split, task="caption" if name == "shapes" else "vqa")
+    if name == "easy_vqa":
+        from vlm.data.vqa import EasyVQA
+
+        return EasyVQA(split)
+    if name == "coco":
+        from vlm.data.coco import CocoCaptions
+
+        # COCO 2017 has no public test captions: its val set is the usual held-out split.
+        folder = {"train": "train2017", "val": "val2017", "test": "val2017"}[split]
+        root = Path(paths.coco_root)
+        return CocoCaptions(
+            root / "annotations" / f"captions_{folder}.json", root / folder, mode=mode, on_missing=paths.on_missing
+        )
+    if name == "karpathy":
+        from vlm.data.coco import KarpathyCaptions
+
+        karpathy_split = "train+restval" if split == "train" else split
+        return KarpathyCaptions(
+            paths.karpathy_json, paths.karpathy_images, split=karpathy_split, mode=mode, on_missing=paths.on_missing
+        )
+    if name == "vqa":
+        from vlm.data.vqa import VQADataset
+
+        vqa_split = {"train": "train2014", "val": "val2014", "test": "val2014"}[split]
+        root = Path(paths.vqa_root)
+        return VQADataset(
+            root / f"v2_OpenEnded_mscoco_{vqa_split}_questions.json",
+            root / f"v2_mscoco_{vqa_split}_annotations.json",
+            root / vqa_split,
+            mode=mode,
+            on_missing=paths.on_missing,
+        )
+    raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASET_NAMES)}")
+
+
+def parse_data_spec(spec: str) -> list[tuple[str, float]]:
+    """ "shapes:1,easy_vqa:2" -> [("shapes", 1.0), ("easy_vqa", 2.0)]; a missing weight means 1."""
+    parts = []
+    for item in spec.split(","):
+        name, _, weight = item.strip().partition(":")
+        if name not in DATASET_NAMES:
+            raise ValueError(f"unknown data set {name!r} in --data {spec!r}; choose from {', '.join(DATASET_NAMES)}")
+        try:
+            parts.append((name, float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"weight {weight!r} of {name!r} in --data {spec!r} is not a number") from None
+    return parts
+
+
+def texts_of(dataset: Dataset) -> list[str]:
+    """Every text a data set can train on (questions, targets, references), without loading its images."""
+    if hasattr(dataset, "texts"):
+        return list(dataset.texts())
+    if isinstance(dataset, ConcatDataset):
+        return [t for part in dataset.datasets for t in texts_of(part)]
+    texts: list[str] = []
+    for index in range(len(dataset)):
+        sample: Sample = dataset[index]
+        texts.extend([sample.target, *sample.references] + ([sample.question] if sample.question else []))
+    return texts
+
+
+def limit(dataset: Dataset, count: int | None) -> Dataset:
+    """The first `count` samples (all if None): validation on a fixed, cheap subset."""
+    return dataset if count is None or count >= len(dataset) else Subset(dataset, range(count))

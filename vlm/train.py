@@ -1,0 +1,488 @@
+"""The training loop: AdamW with warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast,
+periodic validation, atomic checkpoints with exact resume, and DistributedDataParallel under torchrun.
+
+The step itself is `model(**batch)`; everything else here is bookkeeping, kept in small functions. Data comes in
+as `TrainingData` (see `vlm/data/catalog.py`), so this file knows nothing of particular data sets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vlm.batch import collate
+from vlm.checkpoint import save_model, write_atomic
+from vlm.config import VLMConfig
+from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
+from vlm.model import VisionLanguageModel
+from vlm.tokenizer import Tokenizer
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/main"
+    max_steps: int = 2000
+    batch_size: int = 64  # per process, per micro-batch
+    grad_accum: int = 1
+    lr_decoder: float = 1e-3
+    lr_projector: float = 1e-3
+    lr_encoder: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decays to this fraction of each peak learning rate
+    grad_clip: float = 1.0
+    freeze_encoder: bool = False
+    dtype: str = "auto"  # "auto" (bfloat16 where the hardware runs it fast), "bfloat16", "float32"
+    compile: bool = False
+    augment: bool = True
+    blind: bool = False  # replace every image by zeros: the baseline that shows what the image contributes
+    seed: int = 0
+    num_workers: int = 1
+    log_every: int = 10
+    eval_every: int = 250
+    val_batches: int = 8
+    epoch_size: int | None = None  # draws per epoch; default: the sum of the training sets' sizes
+    weights: list[float] = field(default_factory=list)  # mixture weights, one per training set; default: by size
+
+
+@dataclass
+class TrainingData:
+    """What the loop trains on: Samples, not tensors; the loop tokenizes and transforms them."""
+
+    train_parts: list[Dataset]  # each a Dataset of Sample
+    val: Dataset  # Samples for validation loss
+    tokenizer: Tokenizer
+    train_transform: Callable
+    eval_transform: Callable
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    position: int = 0  # draws of this epoch already consumed, per process
+    best_val_loss: float = math.inf
+    elapsed_s: float = 0.0
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pieces of the loop
+
+
+def autocast_dtype(device: torch.device, choice: str) -> torch.dtype:
+    if choice == "float32":
+        return torch.float32
+    if choice == "bfloat16":
+        return torch.bfloat16
+    if choice != "auto":
+        raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32', got {choice!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU has bf16 matrix instructions (AVX-512 BF16 or AMX): there bf16 matmuls run ~4x float32;
+    elsewhere bf16 is emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to `min_lr_ratio` at `max_steps`."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: VisionLanguageModel, config: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+    """One group per part (encoder, projector, decoder) and per decay: matrices decay, biases and norms do not."""
+    part_lrs = {"vision_encoder": config.lr_encoder, "projector": config.lr_projector, "decoder": config.lr_decoder}
+    groups = []
+    for part, lr in part_lrs.items():
+        params = [p for p in getattr(model, part).parameters() if p.requires_grad]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.dim() >= 2) == decay]
+            if chosen:
+                groups.append(
+                    {"params": chosen, "lr": lr, "peak_lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
+                )
+    return torch.optim.AdamW(groups, betas=config.betas, fused=fused or None)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_choice: str) -> tuple[Distributed, torch.device]:
+    """Under torchrun (RANK/WORLD_SIZE set) join the process group: NCCL on GPUs, gloo on CPUs."""
+    if "RANK" not in os.environ:
+        device = torch.device(
+            "cuda"
+            if device_choice == "auto" and torch.cuda.is_available()
+            else ("cpu" if device_choice == "auto" else device_choice)
+        )
+        return Distributed(), device
+    info = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    use_cuda = torch.cuda.is_available() and device_choice in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return info, torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: <run>/checkpoints/last holds the model folder plus the optimizer, RNG and data position. It is
+# written beside and swapped in by rename, so an interrupted save leaves the previous checkpoint whole.
+
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_STATE = "optimizer.safetensors"
+
+
+def save_training_checkpoint(
+    directory: Path,
+    model: VisionLanguageModel,
+    tokenizer: Tokenizer,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    train_config: TrainConfig,
+) -> None:
+    staging = directory.with_name(directory.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(staging, model, tokenizer)
+    tensors, optimizer_meta = flatten_optimizer_state(optimizer.state_dict())
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(staging / OPTIMIZER_STATE))
+    meta = {"state": asdict(state), "optimizer": optimizer_meta, "train_config": asdict(train_config)}
+    write_atomic(staging / TRAINER_STATE, (json.dumps(meta, indent=2) + "\n").encode())
+    previous = directory.with_name(directory.name + ".old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if directory.exists():
+        directory.rename(previous)
+    staging.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def load_training_checkpoint(
+    directory: Path, model: VisionLanguageModel, optimizer: torch.optim.Optimizer
+) -> TrainState:
+    if not (directory / TRAINER_STATE).is_file() and directory.with_name(directory.name + ".old").is_dir():
+        directory = directory.with_name(directory.name + ".old")  # a save was interrupted mid-swap
+    if not (directory / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
+    from vlm.checkpoint import load_model  # the model folder inside the checkpoint is an ordinary one
+
+    loaded, _ = load_model(directory)
+    model.load_state_dict(loaded.state_dict())
+    meta = json.loads((directory / TRAINER_STATE).read_text())
+    tensors = load_file(str(directory / OPTIMIZER_STATE))
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    return TrainState(**meta["state"])
+
+
+def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state -> (tensors for safetensors, JSON-able rest), so no pickle is needed."""
+    tensors = {}
+    for param_id, param_state in state_dict["state"].items():
+        for name, value in param_state.items():
+            tensors[f"state.{param_id}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, {"param_groups": state_dict["param_groups"]}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, param_id, name = key.split(".", 2)
+        state.setdefault(int(param_id), {})[name] = value
+    groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging
+
+
+class RunLog:
+    """metrics.jsonl (one JSON object per line) and curves.png in the run folder; written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path = run_dir / "metrics.jsonl"
+        self.plot_path = run_dir / "curves.png"
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records the interrupted run wrote after its last checkpoint."""
+        if self.enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def plot(self) -> None:
+        if not (self.enabled and self.path.exists()):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        records = [json.loads(line) for line in self.path.read_text().splitlines()]
+        train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+        val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+        figure, axis = plt.subplots(figsize=(7, 4))
+        for points, label in ((train, "train"), (val, "validation")):
+            if points:
+                axis.plot(*zip(*points), label=label, marker="o" if label == "validation" else None)
+        axis.set(xlabel="step", ylabel="loss (target tokens)", yscale="log", title="vlm training")
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(self.plot_path, dpi=100)
+        plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+@torch.no_grad()
+def validation_loss(
+    model: VisionLanguageModel, loader: DataLoader, device: torch.device, amp: Any, batches: int
+) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with amp:
+            loss = model(**batch)
+        targets = int((batch["target_mask"] & batch["attention_mask"]).sum())
+        total += float(loss) * targets
+        count += targets
+    model.train()
+    return total / max(count, 1)
+
+
+def train(
+    model_config: VLMConfig,
+    config: TrainConfig,
+    data: TrainingData,
+    resume: bool = False,
+    device: str = "auto",
+    on_validate: Callable[[VisionLanguageModel, int], dict[str, float]] | None = None,
+) -> TrainState:
+    """Train, writing the run folder `config.out_dir`: config.json, metrics.jsonl, curves.png, model/ (the best
+    validation model) and checkpoints/last (for --resume). Returns the final state."""
+    dist_info, torch_device = init_distributed(device)
+    torch.manual_seed(config.seed)
+    run_dir = Path(config.out_dir)
+    checkpoint_dir = run_dir / "checkpoints" / "last"
+    model_config.decoder.vocab_size = data.tokenizer.vocab_size
+    model_config.vision.freeze = model_config.vision.freeze or config.freeze_encoder
+
+    model = VisionLanguageModel(model_config).to(torch_device)
+    optimizer = build_optimizer(model, config)
+    state = TrainState()
+    if resume:
+        state = load_training_checkpoint(checkpoint_dir, model, optimizer)
+    elif dist_info.is_main and checkpoint_dir.exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out-dir"
+        )
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {"model": model_config.to_dict(), "train": asdict(config), "world_size": dist_info.world_size}
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    log = RunLog(run_dir, dist_info.is_main)
+    log.truncate_after(state.step)
+
+    train_model: torch.nn.Module = model
+    if dist_info.enabled:
+        train_model = DistributedDataParallel(
+            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
+        )
+    if config.compile:
+        train_model = torch.compile(train_model)
+    amp_dtype = autocast_dtype(torch_device, config.dtype)
+    amp = torch.autocast(torch_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+
+    max_text_len = model_config.max_text_len
+    parts = data.train_parts
+    train_set = TokenizedDataset(
+        MixtureDataset(parts),
+        data.tokenizer,
+        data.train_transform if config.augment else data.eval_transform,
+        max_text_len,
+        config.blind,
+    )
+    sampler = MixtureSampler(
+        [len(p) for p in parts],
+        config.weights or None,
+        config.epoch_size,
+        config.seed,
+        dist_info.rank,
+        dist_info.world_size,
+    )
+    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers)
+    draws_per_epoch = len(sampler) - len(sampler) % config.batch_size
+    val_set = TokenizedDataset(data.val, data.tokenizer, data.eval_transform, max_text_len, config.blind)
+    val_loader = DataLoader(
+        val_set, batch_size=config.batch_size, collate_fn=lambda b: collate(b, data.tokenizer.pad_id)
+    )
+
+    progress = tqdm(
+        total=config.max_steps, initial=state.step, disable=not dist_info.is_main, desc="train", dynamic_ncols=True
+    )
+    window_start, window_images = time.perf_counter(), 0
+    micro_step = 0
+    model.train()
+    while state.step < config.max_steps:
+        if state.position >= draws_per_epoch:
+            state.epoch, state.position = state.epoch + 1, 0
+        sampler.set_epoch(state.epoch, state.position)
+        for batch in loader:
+            batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items()}
+            last_micro = (micro_step + 1) % config.grad_accum == 0
+            sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
+            with sync, amp:
+                loss = train_model(**batch)
+            with sync:
+                (loss / config.grad_accum).backward()
+            micro_step += 1
+            state.position += config.batch_size
+            window_images += config.batch_size * dist_info.world_size
+            if not last_micro:
+                continue
+            step_loss = loss.detach().float()
+            if dist_info.enabled:
+                dist.all_reduce(step_loss)
+                step_loss /= dist_info.world_size
+            if not torch.isfinite(step_loss):
+                raise TrainingDiverged(
+                    f"loss became {float(step_loss)} at step {state.step + 1}: training stopped; the last good "
+                    f"checkpoint in {checkpoint_dir} is intact (resume from it with a lower learning rate)"
+                )
+            lr = set_learning_rate(optimizer, lr_factor(state.step, config))
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            progress.update(1)
+            if state.step % config.log_every == 0 or state.step == config.max_steps:
+                elapsed = time.perf_counter() - window_start
+                images_per_s = window_images / elapsed
+                state.elapsed_s += elapsed
+                window_start, window_images = time.perf_counter(), 0
+                progress.set_postfix(loss=f"{float(step_loss):.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}")
+                log.write(
+                    {
+                        "step": state.step,
+                        "train_loss": float(step_loss),
+                        "lr": lr,
+                        "images_per_s": images_per_s,
+                        "elapsed_s": state.elapsed_s,
+                    }
+                )
+            if state.step % config.eval_every == 0 or state.step == config.max_steps:
+                validate_and_checkpoint(
+                    model,
+                    data.tokenizer,
+                    optimizer,
+                    state,
+                    config,
+                    val_loader,
+                    torch_device,
+                    amp,
+                    log,
+                    dist_info,
+                    on_validate,
+                    checkpoint_dir,
+                )
+                window_start = time.perf_counter()  # validation time is not training throughput
+            if state.step >= config.max_steps:
+                break
+        else:
+            state.epoch, state.position = state.epoch + 1, 0
+    progress.close()
+    log.plot()
+    if dist_info.enabled:
+        # Every rank reaches this barrier before the group is torn down: without it gloo can abort at exit.
+        dist.barrier()
+        dist.destroy_process_group()
+    return state
+
+
+def validate_and_checkpoint(
+    model: VisionLanguageModel,
+    tokenizer: Tokenizer,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    config: TrainConfig,
+    val_loader: DataLoader,
+    device: torch.device,
+    amp: Any,
+    log: RunLog,
+    dist_info: Distributed,
+    on_validate: Callable | None,
+    checkpoint_dir: Path,
+) -> None:
+    if dist_info.is_main:
+        val_loss = validation_loss(model, val_loader, device, amp, config.val_batches)
+        record: dict[str, Any] = {"step": state.step, "val_loss": val_loss}
+        if on_validate is not None:
+            record.update(on_validate(model, state.step))
+        if val_loss < state.best_val_loss:
+            state.best_val_loss = val_loss
+            save_model(Path(config.out_dir) / "model", model, tokenizer)
+        log.write(record)
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        save_training_checkpoint(checkpoint_dir, model, tokenizer, optimizer, state, config)
+        log.plot()
+    if dist_info.enabled:
+        dist.barrier()
