@@ -37,7 +37,7 @@ def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: s
 
         return ShapesDataset(split, task="caption" if name == "shapes" else "vqa")
     if name == "easy_vqa":
-        from vlm.data.vqa import EasyVQA
+        from vlm.data.easy_vqa import EasyVQA
 
         return EasyVQA(split)
     if name == "coco":

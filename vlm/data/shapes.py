@@ -1,0 +1,280 @@
+"""The built-in caption set: rendered scenes of 1-4 coloured shapes, with captions and questions that need the image.
+
+Everything is a pure function of (seed, split, index): a scene (objects with colour, shape, size and position) is
+drawn from its own random generator, rendered with anti-aliasing, and described. The first reference caption is the
+canonical one training uses: every group of identical objects, left to right, e.g. "a big red circle and two small
+blue squares". Vocabulary and layout rules: data/shapes/README.md.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from functools import cache
+
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from vlm.data.sample import Sample
+
+COLOURS = {
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (45, 85, 225),
+    "yellow": (235, 200, 25),
+    "purple": (140, 55, 190),
+    "orange": (245, 135, 25),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+SIZES = {"small": 0.19, "big": 0.34}  # object side as a fraction of the canvas side
+COUNT_WORDS = {1: "a", 2: "two", 3: "three", 4: "four"}  # "a" becomes "an" before a vowel
+NUMBER_WORDS = {0: "zero", 1: "one", 2: "two", 3: "three", 4: "four"}
+SPLIT_SIZES = {"train": 6000, "val": 300, "test": 500}
+# Each split draws from its own stream of generator seeds, so no two splits share an image.
+SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
+SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges at 64 px
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    colour: str
+    shape: str
+    size: str
+    x: float  # centre, as a fraction of the canvas (0 = left, 1 = right)
+    y: float  # centre, 0 = top
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[ShapeObject, ...]
+    background: tuple[int, int, int]
+
+    def to_json(self) -> dict:
+        return {"background": list(self.background), "objects": [asdict(o) for o in self.objects]}
+
+
+def scene_seed(seed: int, split: str, index: int) -> int:
+    return (seed * 1_000_003 + SPLIT_STREAMS[split]) * 100_000_007 + index
+
+
+def make_scene(rng: random.Random) -> Scene:
+    """1-4 objects placed without overlap (rejection sampling on bounding boxes with a margin)."""
+    count = rng.randint(1, 4)
+    objects: list[ShapeObject] = []
+    while len(objects) < count:
+        size = rng.choice(list(SIZES))
+        half = SIZES[size] / 2
+        for _ in range(100):
+            x, y = rng.uniform(half + 0.02, 1 - half - 0.02), rng.uniform(half + 0.02, 1 - half - 0.02)
+            clear = all(
+                abs(x - o.x) > half + SIZES[o.size] / 2 + 0.03 or abs(y - o.y) > half + SIZES[o.size] / 2 + 0.03
+                for o in objects
+            )
+            if clear:
+                objects.append(
+                    ShapeObject(rng.choice(list(COLOURS)), rng.choice(SHAPES), size, round(x, 4), round(y, 4))
+                )
+                break
+        else:
+            break  # no room left for another object: the scene keeps fewer
+    tint = rng.randint(225, 250)
+    background = (tint + rng.randint(-5, 5), tint + rng.randint(-5, 5), tint + rng.randint(-5, 5))
+    return Scene(tuple(objects), background)
+
+
+def render(scene: Scene, image_size: int = 64) -> Image.Image:
+    canvas = image_size * SUPERSAMPLE
+    image = Image.new("RGB", (canvas, canvas), scene.background)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        side = SIZES[obj.size] * canvas
+        cx, cy, h = obj.x * canvas, obj.y * canvas, side / 2
+        fill = COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse([cx - h, cy - h, cx + h, cy + h], fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle([cx - h * 0.85, cy - h * 0.85, cx + h * 0.85, cy + h * 0.85], fill=fill)
+        elif obj.shape == "triangle":
+            draw.polygon([(cx, cy - h), (cx + h, cy + h * 0.8), (cx - h, cy + h * 0.8)], fill=fill)
+        elif obj.shape == "cross":
+            arm = h * 0.36
+            draw.rectangle([cx - h, cy - arm, cx + h, cy + arm], fill=fill)
+            draw.rectangle([cx - arm, cy - h, cx + arm, cy + h], fill=fill)
+    return image.resize((image_size, image_size), Image.Resampling.LANCZOS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Language
+
+
+def _plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith("s") else "s")
+
+
+def groups_left_to_right(scene: Scene) -> list[tuple[int, str, str, str]]:
+    """(count, size, colour, shape) per group of identical objects, ordered by the group's leftmost object."""
+    groups: dict[tuple[str, str, str], list[ShapeObject]] = {}
+    for obj in scene.objects:
+        groups.setdefault((obj.size, obj.colour, obj.shape), []).append(obj)
+    ordered = sorted(groups.items(), key=lambda item: min(o.x for o in item[1]))
+    return [(len(members), size, colour, shape) for (size, colour, shape), members in ordered]
+
+
+def phrase(count: int, size: str | None, colour: str, shape: str) -> str:
+    words = ([size] if size else []) + [colour, shape if count == 1 else _plural(shape)]
+    article = "an" if count == 1 and words[0][0] in "aeiou" else COUNT_WORDS[count]
+    return " ".join([article, *words])
+
+
+def join_phrases(phrases: list[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def canonical_caption(scene: Scene) -> str:
+    return join_phrases([phrase(*group) for group in groups_left_to_right(scene)])
+
+
+def relation(a: ShapeObject, b: ShapeObject) -> str:
+    """The clearer of the horizontal and vertical relations of a to b."""
+    dx, dy = b.x - a.x, b.y - a.y
+    if abs(dx) >= abs(dy):
+        return "left of" if dx > 0 else "right of"
+    return "above" if dy > 0 else "below"
+
+
+def captions(scene: Scene, rng: random.Random) -> list[str]:
+    """The canonical caption first, then varied wordings of the same facts."""
+    groups = groups_left_to_right(scene)
+    canonical = canonical_caption(scene)
+    total = len(scene.objects)
+    references = [canonical]
+    references.append(f"this image shows {canonical}")
+    references.append("a picture of " + join_phrases([phrase(*g) for g in reversed(groups)]))
+    no_sizes = join_phrases([phrase(count, None, colour, shape) for count, _, colour, shape in groups])
+    noun = "shape" if total == 1 else "shapes"
+    references.append(f"{NUMBER_WORDS[total]} {noun}: {no_sizes}")
+    if total >= 2:
+        a, b = rng.sample(list(scene.objects), 2)
+        references.append(
+            f"{phrase(1, a.size, a.colour, a.shape)} {relation(a, b)} {phrase(1, b.size, b.colour, b.shape)}"
+        )
+    return references
+
+
+def questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+    """(question, answer) pairs whose answers are read off the scene: colours, shapes, sizes, counts, presence,
+    relations. Only questions with one unambiguous answer are asked."""
+    objects = scene.objects
+    pairs: list[tuple[str, str]] = []
+    by_shape = {s: [o for o in objects if o.shape == s] for s in SHAPES}
+    by_colour = {c: [o for o in objects if o.colour == c] for c in COLOURS}
+    by_name = {}
+    for o in objects:
+        by_name.setdefault(o.name, []).append(o)
+    unique = [group[0] for group in by_name.values() if len(group) == 1]
+    for shape, members in by_shape.items():
+        if len(members) == 1:
+            pairs.append((f"what color is the {shape}?", members[0].colour))
+    for colour, members in by_colour.items():
+        if len(members) == 1:
+            pairs.append((f"what shape is the {colour} object?", members[0].shape))
+    for obj in unique:
+        pairs.append((f"what size is the {obj.name}?", obj.size))
+    shape = rng.choice(SHAPES)
+    pairs.append((f"how many {_plural(shape)} are there?", NUMBER_WORDS[len(by_shape[shape])]))
+    pairs.append(("how many shapes are there?", NUMBER_WORDS[len(objects)]))
+    asked = (
+        rng.choice(objects)
+        if rng.random() < 0.5
+        else ShapeObject(rng.choice(list(COLOURS)), rng.choice(SHAPES), "small", 0, 0)
+    )
+    pairs.append((f"is there a {asked.name}?", "yes" if asked.name in by_name else "no"))
+    if len(unique) >= 2:
+        a, b = rng.sample(unique, 2)
+        rel = relation(a, b)
+        pairs.append((f"is the {a.name} {rel} the {b.name}?", "yes"))
+        pairs.append((f"is the {b.name} {rel} the {a.name}?", "no"))  # the relation reversed never holds
+        others = [o for o in unique if o is not b and relation(o, b) == rel]
+        if len(others) == 1:
+            pairs.append((f"what is {rel} the {b.name}?", others[0].name))
+    rng.shuffle(pairs)
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The data set
+
+
+@dataclass(frozen=True)
+class AnnotatedScene:
+    scene: Scene
+    captions: tuple[str, ...]
+    questions: tuple[tuple[str, str], ...]
+
+
+@cache
+def annotated_scene(seed: int, split: str, index: int) -> AnnotatedScene:
+    rng = random.Random(scene_seed(seed, split, index))
+    scene = make_scene(rng)
+    return AnnotatedScene(scene, tuple(captions(scene, rng)), tuple(questions(scene, rng)))
+
+
+class ShapesDataset(Dataset):
+    """Samples of the built-in set. task="caption": one sample per image (target: the canonical caption, or one
+    sample per reference caption with all_references=True); task="vqa": one sample per question."""
+
+    def __init__(
+        self,
+        split: str,
+        num_images: int | None = None,
+        seed: int = 0,
+        image_size: int = 64,
+        task: str = "caption",
+        all_references: bool = False,
+    ):
+        if split not in SPLIT_SIZES:
+            raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
+        if task not in ("caption", "vqa"):
+            raise ValueError(f"task must be 'caption' or 'vqa', got {task!r}")
+        self.split, self.seed, self.image_size, self.task = split, seed, image_size, task
+        self.num_images = SPLIT_SIZES[split] if num_images is None else num_images
+        self.scenes = [annotated_scene(seed, split, i) for i in range(self.num_images)]
+        # (image index, which caption or question) for every sample
+        if task == "caption":
+            self.index = [
+                (i, j) for i, a in enumerate(self.scenes) for j in range(len(a.captions) if all_references else 1)
+            ]
+        else:
+            self.index = [(i, j) for i, a in enumerate(self.scenes) for j in range(len(a.questions))]
+        self._images: dict[int, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def image(self, image_index: int) -> Image.Image:
+        # Rendering costs ~1 ms; each process keeps what it rendered (a few MB for the whole training split).
+        if image_index not in self._images:
+            self._images[image_index] = render(self.scenes[image_index].scene, self.image_size)
+        return self._images[image_index]
+
+    def __getitem__(self, position: int) -> Sample:
+        image_index, item = self.index[position]
+        annotated = self.scenes[image_index]
+        common = dict(
+            image=self.image(image_index),
+            image_id=f"{self.split}-{image_index}",
+            source="shapes",
+            meta={"scene": annotated.scene.to_json()},
+        )
+        if self.task == "caption":
+            return Sample(target=annotated.captions[item], references=list(annotated.captions), **common)
+        question, answer = annotated.questions[item]
+        return Sample(target=answer, question=question, references=[answer], **common)
+
+    def texts(self) -> list[str]:
+        """Every caption, question and answer, without rendering (for building a vocabulary)."""
+        return [t for a in self.scenes for t in (*a.captions, *(x for qa in a.questions for x in qa))]
