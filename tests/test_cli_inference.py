@@ -1,0 +1,113 @@
+import json
+
+import pytest
+from helpers import tiny_model, tiny_tokenizer
+from PIL import Image
+
+from vlm.checkpoint import save_model
+from vlm.cli import ask, caption
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("model")
+    tokenizer = tiny_tokenizer()
+    save_model(directory, tiny_model(tokenizer), tokenizer)
+    return directory
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (40, 30), colour).save(folder / f"{index}.png")
+    return folder
+
+
+def run(main, argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_caption_a_folder_as_json(checkpoint, images, capsys):
+    code, out, _ = run(
+        caption.main, [str(images), "--checkpoint", str(checkpoint), "--json", "--max-new-tokens", "5"], capsys
+    )
+    assert code == 0
+    results = json.loads(out)
+    assert [r["image"] for r in results] == [str(images / f"{i}.png") for i in range(3)]
+    assert all(isinstance(r["caption"], str) for r in results)
+
+
+def test_caption_files_with_beam_search_prints_one_line_each(checkpoint, images, capsys):
+    argv = [
+        str(images / "0.png"),
+        str(images / "1.png"),
+        "--checkpoint",
+        str(checkpoint),
+        "--strategy",
+        "beam",
+        "--beams",
+        "2",
+    ]
+    code, out, _ = run(caption.main, argv, capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 2 and out.startswith(str(images / "0.png") + ":")
+
+
+def test_ask_several_questions_and_from_stdin(checkpoint, images, capsys, monkeypatch):
+    argv = ["--image", str(images / "0.png"), "--checkpoint", str(checkpoint), "--json"]
+    code, out, _ = run(ask.main, argv + ["--question", "what color?", "--question", "is it red?"], capsys)
+    assert code == 0 and [r["question"] for r in json.loads(out)] == ["what color?", "is it red?"]
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("what color?\n\nis it red?\n"))
+    code, out, _ = run(ask.main, argv, capsys)
+    assert code == 0 and len(json.loads(out)) == 2
+
+
+def test_a_question_longer_than_the_context_is_cut_with_a_warning(checkpoint, images, capsys):
+    argv = ["--image", str(images / "0.png"), "--checkpoint", str(checkpoint), "--question", "red " * 200]
+    code, out, err = run(ask.main, argv, capsys)
+    assert code == 0
+    assert "vlm-ask: warning: question of 200 tokens is longer than the model's context allows" in err
+
+
+@pytest.mark.parametrize(
+    "main, argv, message",
+    [
+        (caption.main, ["missing.png"], "vlm-caption: error: missing.png: no such image file or folder"),
+        (caption.main, ["{images}/notes.png"], "notes.png: not an image file"),
+        (caption.main, ["{empty}"], "folder holds no images"),
+        (caption.main, ["{images}/0.png", "--checkpoint", "{images}"], "model.safetensors: missing"),
+        (caption.main, ["{images}/0.png", "--checkpoint", "nowhere"], "checkpoint folder 'nowhere' does not exist"),
+        (caption.main, ["{images}/0.png", "--top-p", "0"], "top_p in \\(0, 1\\]"),
+        (
+            ask.main,
+            ["--image", "missing.png", "--question", "what?"],
+            "vlm-ask: error: missing.png: image file not found",
+        ),
+        (ask.main, ["--image", "{images}/0.png", "--device", "cuda:7"], "no CUDA GPU is available"),
+    ],
+)
+def test_user_mistakes_print_a_message_and_exit_2(
+    main, argv, message, checkpoint, images, tmp_path, capsys, monkeypatch
+):
+    (images / "notes.png").write_text("this is text, not a picture")
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(images=images, empty=tmp_path / "empty") for a in argv]
+    if "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(checkpoint)]
+    if main is ask.main and "--question" not in argv:
+        argv += ["--question", "what?"]
+    code, _, err = run(main, argv, capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err

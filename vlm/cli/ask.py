@@ -1,0 +1,57 @@
+"""vlm-ask: ask questions about an image.
+
+    vlm-ask --image photo.jpg --question "what color is the circle?"
+    vlm-ask --image photo.jpg --question "how many shapes are there?" --question "is there a red square?"
+    printf 'what shape is it?\\nwhat color is it?\\n' | vlm-ask --image photo.jpg     # one question per line
+
+A question longer than the model's context is cut to fit, with a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vlm.cli.common import (
+    UsageError,
+    add_decoding_arguments,
+    add_model_arguments,
+    build_predictor,
+    generation_config,
+    run_command,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="vlm-ask", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--image", required=True, help="the image to ask about")
+    parser.add_argument("--question", action="append", default=[], help="a question (repeatable); none: read stdin")
+    add_model_arguments(parser)
+    add_decoding_arguments(parser, max_new_tokens=8)
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        questions = args.question or [line.strip() for line in sys.stdin if line.strip()]
+        if not questions:
+            raise UsageError("no question given: pass --question or write questions on standard input")
+        config = generation_config(args)
+        predictor = build_predictor(args)
+        answers = predictor.answer([args.image], questions, image_index=[0] * len(questions), config=config)
+        if args.json:
+            print(
+                json.dumps(
+                    [{"image": args.image, "question": q, "answer": a} for q, a in zip(questions, answers)], indent=2
+                )
+            )
+        else:
+            for question, answer in zip(questions, answers):
+                print(f"Q: {question}\nA: {answer}" if len(questions) > 1 else answer)
+
+    run_command("vlm-ask", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""What the inference commands share: decoding options, device choice, loading a checkpoint, and turning a
+user's mistake into one line on stderr and exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from vlm.checkpoint import CheckpointError, load_model
+from vlm.data.images import ImageLoadError
+from vlm.generate import GenerationConfig
+from vlm.paths import DEFAULT_CHECKPOINT
+from vlm.predict import Predictor
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; printed as one line, exit code 2."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help=f"model folder (default: {DEFAULT_CHECKPOINT}, written by the main job)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float32"],
+        help="auto: bfloat16 where the hardware runs it fast",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"])
+    group.add_argument("--beams", type=int, default=4, help="beam width (with --strategy beam)")
+    group.add_argument("--length-penalty", type=float, default=1.0)
+    group.add_argument("--temperature", type=float, default=1.0)
+    group.add_argument("--top-k", type=int, default=0)
+    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--seed", type=int, default=None, help="seed for --strategy sample")
+    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+
+
+def generation_config(args: argparse.Namespace) -> GenerationConfig:
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        strategy=args.strategy,
+        num_beams=args.beams,
+        length_penalty=args.length_penalty,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    try:
+        config.validate()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return config
+
+
+def build_predictor(args: argparse.Namespace) -> Predictor:
+    from vlm.train import autocast_dtype
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise UsageError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: no CUDA GPU is available")
+    model, tokenizer = load_model(args.checkpoint, device)
+    return Predictor(model, tokenizer, device, autocast_dtype(device, args.dtype))
+
+
+def run_command(prog: str, body: Callable[[], None]) -> None:
+    """Run `body`; the errors a user can cause end the program with their message and exit code 2."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_args, **_kwargs: print(
+                f"{prog}: warning: {message}", file=sys.stderr
+            )
+            body()
+    except (UsageError, CheckpointError, ImageLoadError, FileNotFoundError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,94 @@
+"""Images and questions in, text out: the layer the scripts and the evaluation call on top of `generate`.
+
+It transforms images the way evaluation does, fits prompts into the context (a question too long for it is cut,
+with a warning), and batches the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from vlm.data.images import load_image
+from vlm.data.transforms import build_transform
+from vlm.generate import GenerationConfig, generate
+from vlm.model import VisionLanguageModel
+from vlm.tokenizer import Tokenizer
+
+MIN_ANSWER_TOKENS = 4  # a question may use the context up to this many tokens before its end
+
+
+class Predictor:
+    def __init__(
+        self,
+        model: VisionLanguageModel,
+        tokenizer: Tokenizer,
+        device: str | torch.device = "cpu",
+        autocast_dtype: torch.dtype | None = None,
+        blind: bool = False,
+    ):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+        self.blind = blind  # zeros instead of images: for models trained blind
+        self.transform = build_transform(model.config.vision.image_size, train=False)
+        self.max_text_len = model.config.max_text_len
+
+    def image_batch(self, images: Sequence[str | Image.Image]) -> torch.Tensor:
+        tensor = torch.stack([self.transform(load_image(image)) for image in images]).to(self.device)
+        return torch.zeros_like(tensor) if self.blind else tensor
+
+    def question_prompt(self, question: str) -> list[int]:
+        prompt = self.tokenizer.question_prompt(question)
+        room = self.max_text_len - MIN_ANSWER_TOKENS
+        if len(prompt) > room:
+            warnings.warn(
+                f"question of {len(prompt) - 3} tokens is longer than the model's context allows "
+                f"({room - 3}); it was cut to its first {room - 3} tokens: {question[:60]!r}...",
+                stacklevel=2,
+            )
+            prompt = prompt[: room - 1] + [self.tokenizer.answer_id]
+        return prompt
+
+    def run(
+        self,
+        images: Sequence[str | Image.Image],
+        prompts: list[list[int]],
+        image_index: list[int],
+        config: GenerationConfig,
+    ) -> list[str]:
+        room = self.max_text_len - max(len(p) for p in prompts)
+        config = dataclasses.replace(config, max_new_tokens=min(config.max_new_tokens, room))
+        ids = generate(
+            self.model,
+            self.image_batch(images),
+            prompts,
+            self.tokenizer.eos_id,
+            self.tokenizer.pad_id,
+            config,
+            image_index=image_index,
+            autocast_dtype=self.autocast_dtype,
+        )
+        return [self.tokenizer.decode(row).strip() for row in ids]
+
+    def caption(self, images: Sequence[str | Image.Image], config: GenerationConfig | None = None) -> list[str]:
+        prompts = [self.tokenizer.caption_prompt() for _ in images]
+        return self.run(images, prompts, list(range(len(images))), config or GenerationConfig())
+
+    def answer(
+        self,
+        images: Sequence[str | Image.Image],
+        questions: Sequence[str],
+        image_index: Sequence[int] | None = None,
+        config: GenerationConfig | None = None,
+    ) -> list[str]:
+        """Answers to `questions`; question i is about images[image_index[i]] (default: image i). Each image is
+        encoded once however many questions ask about it."""
+        index = list(range(len(questions))) if image_index is None else list(image_index)
+        prompts = [self.question_prompt(q) for q in questions]
+        return self.run(images, prompts, index, config or GenerationConfig(max_new_tokens=8))
