@@ -24,6 +24,8 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     if isinstance(source, Image.Image):
         return to_rgb(source)
     path = Path(source)
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageLoadError(f"{path}: image file not found")
     if path.stat().st_size == 0:
