@@ -86,8 +86,34 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as error:
         print(f"vlm-train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    state = train(model_config, train_config, data, resume=args.resume, device=args.device)
+    on_validate = generation_metrics(mixture, paths, args.val_samples, data.tokenizer, train_config.blind)
+    state = train(model_config, train_config, data, resume=args.resume, device=args.device, on_validate=on_validate)
     print(f"trained {state.step} steps; best validation loss {state.best_val_loss:.4f}; model in {run_dir / 'model'}")
+
+
+def generation_metrics(
+    mixture: list[tuple[str, float]], paths: DataPaths, count: int, tokenizer: Tokenizer, blind: bool
+):
+    """Validation by generating, as users will: CIDEr-D and object accuracy of captions, accuracy of answers."""
+    from vlm.evaluate import quick_metrics
+    from vlm.predict import Predictor
+    from vlm.train import autocast_dtype
+
+    caption_samples, question_samples = [], []
+    for name, _ in mixture:
+        part = limit(build_dataset(name, "val", paths), count)
+        samples = [part[i] for i in range(len(part))]
+        (caption_samples if samples and samples[0].question is None else question_samples).extend(samples)
+
+    def on_validate(model, step: int) -> dict[str, float]:
+        device = next(model.parameters()).device
+        predictor = Predictor(model, tokenizer, device, autocast_dtype(device, "auto"), blind=blind)
+        try:
+            return quick_metrics(predictor, caption_samples, question_samples)
+        finally:
+            model.train()
+
+    return on_validate
 
 
 def load_training_data(
