@@ -2,6 +2,7 @@ import pytest
 import torch
 from helpers import tiny_model, tiny_tokenizer
 
+from vlm.benchmarks import benchmark_generation, format_timings
 from vlm.generate import GenerationConfig, generate
 
 QUESTIONS = ["what color is the circle?", "two blue squares above a green star?", "red?"]
@@ -106,3 +107,22 @@ def test_min_new_tokens_and_bad_arguments(setup):
         run(setup, GenerationConfig(strategy="nucleus"))
     with pytest.raises(ValueError, match="3 prompts need an image each"):
         run(setup, GenerationConfig(), image_index=[0, 1, 5])
+
+
+def test_bfloat16_autocast_generates_and_no_prompts_give_no_outputs(setup):
+    model, tokenizer, images, prompts = setup
+    config = GenerationConfig(max_new_tokens=4, min_new_tokens=4)
+    outputs = generate(
+        model, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config, autocast_dtype=torch.bfloat16
+    )
+    assert [len(row) for row in outputs] == [4] * len(prompts)
+    assert generate(model, images, [], tokenizer.eos_id, tokenizer.pad_id, config) == []
+
+
+def test_generation_benchmark_times_both_paths():
+    timings = benchmark_generation("tiny", batch_sizes=[2], new_tokens=4, repeats=1)
+    assert [(t.batch_size, t.dtype, t.new_tokens) for t in timings] == [(2, "float32", 4)]
+    assert timings[0].ms_cache > 0 and timings[0].ms_no_cache > 0
+    assert "cache speedup" in format_timings(timings)
+    with pytest.raises(ValueError, match="100 new tokens need 106 positions, but preset 'tiny' has"):
+        benchmark_generation("tiny", new_tokens=100)

@@ -79,7 +79,6 @@ class _Stepper:
             self.ids, self.mask = self.ids.index_select(0, rows), self.mask.index_select(0, rows)
 
 
-@torch.inference_mode()
 def generate(
     model: VisionLanguageModel,
     images: torch.Tensor,
@@ -93,22 +92,25 @@ def generate(
     """New token ids for each prompt (the end token not included).
 
     images: (N_images, 3, H, W); prompts: token ids per row; image_index[row] says which image a row is about
-    (default: row i uses image i), so many questions about one image encode it once.
+    (default: row i uses image i), so many questions about one image encode it once. autocast_dtype: e.g.
+    torch.bfloat16 to run under autocast (None or float32: off).
     """
     config = config or GenerationConfig()
     config.validate()
+    if not prompts:
+        return []
     device = images.device
     image_index = list(range(len(prompts))) if image_index is None else list(image_index)
-    if len(image_index) != len(prompts) or max(image_index) >= len(images):
+    if len(image_index) != len(prompts) or not all(0 <= i < len(images) for i in image_index):
         raise ValueError(
             f"{len(prompts)} prompts need an image each; got image_index {image_index} for {len(images)} images"
         )
-    amp = (
-        torch.autocast(device.type, dtype=autocast_dtype)
-        if autocast_dtype not in (None, torch.float32)
-        else nullcontext()
-    )
-    with amp:
+    autocasting = autocast_dtype not in (None, torch.float32)
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocasting else nullcontext()
+    # Autocast caches each weight's low-precision copy for the whole call, but not under inference_mode: there
+    # every step would cast every weight again (40% of a bf16 step at batch 1). no_grad keeps the cache.
+    no_grad = torch.no_grad() if autocasting else torch.inference_mode()
+    with no_grad, amp:
         image_tokens = model.encode_images(images).index_select(0, torch.tensor(image_index, device=device))
         prompt_ids, prompt_mask = left_pad([list(p) for p in prompts], pad_id)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
