@@ -92,7 +92,10 @@ def test_a_question_longer_than_the_context_is_cut_with_a_warning(checkpoint, im
             ["--image", "missing.png", "--question", "what?"],
             "vlm-ask: error: missing.png: image file not found",
         ),
-        (ask.main, ["--image", "{images}/0.png", "--device", "cuda:7"], "no CUDA GPU is available"),
+        (ask.main, ["--image", "{images}/0.png", "--device", "cuda:99"], "--device cuda:99: no such CUDA GPU"),
+        (ask.main, ["--image", "{images}/0.png", "--device", "gpu"], "--device 'gpu' is not a device"),
+        (caption.main, ["{images}/0.png", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (caption.main, ["{images}/0.png", "--beams", "0", "--strategy", "beam"], "num_beams must be at least 1"),
     ],
 )
 def test_user_mistakes_print_a_message_and_exit_2(

@@ -42,10 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="vlm-caption", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("images", nargs="+", help="image files or folders of images")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="images captioned together")
     add_model_arguments(parser)
     add_decoding_arguments(parser, max_new_tokens=32)
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
 
     def body() -> None:
         paths = image_paths(args.images)

@@ -81,8 +81,9 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
             device = torch.device(args.device)
         except RuntimeError:
             raise UsageError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: no CUDA GPU is available")
+        count = torch.cuda.device_count()
+        if device.type == "cuda" and (device.index or 0) >= count:
+            raise UsageError(f"--device {args.device}: no such CUDA GPU ({count} available)")
     model, tokenizer = load_model(args.checkpoint, device)
     return Predictor(model, tokenizer, device, autocast_dtype(device, args.dtype))
 
