@@ -81,6 +81,9 @@ def test_sampling_is_reproducible_with_a_seed(setup):
     assert any(other != first for other in others)
     top_1 = GenerationConfig(max_new_tokens=10, strategy="sample", top_k=1, seed=3)
     assert run(setup, top_1) == run(setup, GenerationConfig(max_new_tokens=10))
+    global_rng = torch.get_rng_state()
+    run(setup, GenerationConfig(max_new_tokens=3, strategy="sample"))  # no seed: must not touch the global RNG
+    assert torch.equal(torch.get_rng_state(), global_rng)
     tiny_nucleus = GenerationConfig(max_new_tokens=10, strategy="sample", top_p=1e-6, seed=3)
     assert run(setup, tiny_nucleus) == run(setup, GenerationConfig(max_new_tokens=10))
 

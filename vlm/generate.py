@@ -126,7 +126,10 @@ def _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_
     generator = None
     if config.strategy == "sample":
         generator = torch.Generator(device=logits.device)
-        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+        if config.seed is not None:
+            generator.manual_seed(config.seed)
+        else:  # a fresh random seed for this generator only: the global RNG (training's) is left alone
+            generator.seed()
     outputs: list[list[int]] = [[] for _ in range(batch)]
     finished = torch.zeros(batch, dtype=torch.bool, device=logits.device)
     for step in range(config.max_new_tokens):
@@ -139,8 +142,9 @@ def _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_
             tokens = logits.argmax(dim=-1)
         tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
         newly_finished = tokens == eos_id
+        done = (finished | newly_finished).tolist()
         for row, token in enumerate(tokens.tolist()):
-            if not finished[row] and not newly_finished[row]:
+            if not done[row]:
                 outputs[row].append(token)
         finished |= newly_finished
         if bool(finished.all()) or step == config.max_new_tokens - 1:
