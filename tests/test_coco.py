@@ -1,5 +1,7 @@
 import json
+import runpy
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,7 @@ import torch
 
 from vlm.batch import encode_text
 from vlm.data.coco import CocoCaptions, KarpathyCaptions
+from vlm.data.download import download_and_unzip
 from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError, load_image
 from vlm.data.transforms import build_transform
@@ -280,3 +283,40 @@ def test_malformed_karpathy_files_name_the_file_and_the_first_bad_entry(tmp_path
 def test_karpathy_rejects_an_unknown_split_name(tmp_path, odd_images):
     with pytest.raises(ValueError, match=r"split must be one of .*'train\+restval', got 'training'"):
         KarpathyCaptions(karpathy_set(tmp_path, odd_images), tmp_path, split="training")
+
+
+# --- data/coco/prepare.py and the download helper -----------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_prepare_script_prints_counts_per_annotation_file_and_split(tmp_path, odd_images, capsys):
+    coco_root = tmp_path / "coco"
+    annotation_file, image_dir = coco_set(coco_root, odd_images, ["rgb.jpg", "gray.png", "gone.jpg"])
+    (coco_root / "annotations").mkdir()
+    annotation_file.rename(coco_root / "annotations" / "captions_val2017.json")
+    image_dir.rename(coco_root / "val2017")
+    karpathy_set(coco_root, odd_images)
+    (coco_root / "dataset.json").rename(coco_root / "dataset_coco.json")
+    prepare = runpy.run_path(str(REPO / "data" / "coco" / "prepare.py"))
+    prepare["main"](["--root", str(coco_root)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["coco", "val2017", "2", "images", "4", "captions", "1", "missing"]
+    assert lines[1].split() == ["karpathy", "coco", "train", "2", "images", "4", "captions", "0", "missing"]
+    assert [line.split()[2] for line in lines[1:]] == ["train", "restval", "val", "test"]
+    with pytest.raises(SystemExit, match=r"no captions_\*\.json or dataset_\*\.json under .*empty"):
+        prepare["main"](["--root", str(tmp_path / "empty")])
+
+
+def test_download_and_unzip_fetches_extracts_and_names_a_bad_archive(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    with zipfile.ZipFile(source / "captions.zip", "w") as archive:
+        archive.writestr("annotations/captions_val2017.json", "{}")
+    (source / "broken.zip").write_text("<html>not found</html>")
+    target = tmp_path / "prepared"
+    download_and_unzip((source / "captions.zip").as_uri(), target)
+    assert (target / "annotations" / "captions_val2017.json").read_text() == "{}"
+    assert not (target / "captions.zip").exists()
+    with pytest.raises(ValueError, match=r"broken\.zip: not a zip archive"):
+        download_and_unzip((source / "broken.zip").as_uri(), target)

@@ -1,3 +1,6 @@
+import runpy
+from pathlib import Path
+
 import easy_vqa
 import pytest
 
@@ -55,3 +58,12 @@ def test_images_load_as_rgb(splits):
 def test_unknown_split_is_named():
     with pytest.raises(ValueError, match=r"easy-VQA split must be train, val or test, got 'validation'"):
         EasyVQA("validation")
+
+
+def test_prepare_script_prints_the_splits(capsys):
+    prepare = runpy.run_path(str(Path(__file__).resolve().parents[1] / "data" / "easy_vqa" / "prepare.py"))
+    prepare["main"]([])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[0:6:2]] == ["train", "val", "test"]
+    assert "13 answers" in lines[1]
+    assert lines[-1].endswith("images shared by train and val: 0")

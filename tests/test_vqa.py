@@ -1,4 +1,5 @@
 import json
+import runpy
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,16 @@ def test_vqa_file_that_is_not_json_is_named(tmp_path):
     write_json(tmp_path / "questions.json", {"questions": []})
     with pytest.raises(AnnotationError, match=r"annotations\.json: not a valid JSON file"):
         VQADataset(tmp_path / "questions.json", tmp_path / "annotations.json", tmp_path)
+
+
+def test_prepare_script_prints_counts_and_answer_types(tmp_path, odd_images, capsys):
+    questions_file, annotations_file = vqa_set(tmp_path, odd_images)
+    questions_file.rename(tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json")
+    annotations_file.rename(tmp_path / "v2_mscoco_val2014_annotations.json")
+    (tmp_path / "val2014" / "COCO_val2014_000000000001.jpg").unlink()
+    prepare = runpy.run_path(str(Path(__file__).resolve().parents[1] / "data" / "vqa" / "prepare.py"))
+    prepare["main"](["--root", str(tmp_path)])
+    train_line, val_line = capsys.readouterr().out.splitlines()
+    assert train_line.startswith("vqa train2014: no v2_OpenEnded_mscoco_train2014_questions.json")
+    assert val_line.startswith("vqa val2014: 4 questions on 2 images (1 images missing); ")
+    assert "{'other': 2, 'yes/no': 2}" in val_line and "('red', 2)" in val_line
