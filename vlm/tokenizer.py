@@ -47,7 +47,7 @@ class Tokenizer:
         """Vocabulary = every BPE id that occurs in `texts` (plus the byte tokens)."""
         encoding = tiktoken.get_encoding(encoding_name)
         seen: set[int] = set()
-        for ids in encoding.encode_ordinary_batch(list(texts)):
+        for ids in encoding.encode_ordinary_batch(list(set(texts))):  # data sets repeat their texts a lot
             seen.update(ids)
         return cls(seen, encoding_name)
 
