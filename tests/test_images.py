@@ -113,3 +113,13 @@ def test_pil_bomb_limit_is_restored_after_loading(odd_images):
     with pytest.raises(ImageLoadError):
         load_image(odd_images["bomb.png"])
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_concurrent_loads_leave_the_pil_limit_as_it_was(odd_images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = Image.MAX_IMAGE_PIXELS
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(load_image, [odd_images["gray.png"], odd_images["rgb.jpg"]] * 20))
+    assert all(image.mode == "RGB" for image in loaded)
+    assert Image.MAX_IMAGE_PIXELS == before

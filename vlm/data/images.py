@@ -7,6 +7,7 @@ header, before any pixel is decoded, so a decompression bomb costs nothing.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000 x 8000; COCO's largest images are well under 1 Mpx
+_PIL_LIMIT_LOCK = threading.Lock()  # PIL's limit is a global we lift while opening: one thread at a time
 
 
 class ImageLoadError(ValueError):
@@ -31,7 +33,7 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _PIL_LIMIT_LOCK:
             # We enforce our own pixel limit below; PIL's warning (and its error at 2x) would fire first otherwise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
