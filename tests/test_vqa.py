@@ -1,5 +1,6 @@
 import json
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def vqa_set(root: Path, odd_images: dict[str, Path], naming: str = "2014", image
     sources = ["cmyk.jpg", "exif_rotated.jpg", "rgba.png", "gray16.png"]
     for image_id, source in zip(image_ids, sources):
         name = f"COCO_val2014_{image_id:012d}.jpg" if naming == "2014" else f"{image_id:012d}.jpg"
-        load_image(odd_images[source]).save(image_dir / name)
+        shutil.copy(odd_images[source], image_dir / name)  # PIL reads by content: a PNG named .jpg still loads
     questions, annotations = [], []
     for image_id in image_ids:
         for text, answers, kind in [
