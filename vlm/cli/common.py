@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from vlm.checkpoint import CheckpointError, load_model
+from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError
 from vlm.generate import GenerationConfig
 from vlm.paths import DEFAULT_CHECKPOINT
@@ -104,6 +105,13 @@ def run_command(prog: str, body: Callable[[], None]) -> None:
                 f"{prog}: warning: {message}", file=sys.stderr
             )
             body()
-    except (UsageError, CheckpointError, ImageLoadError, FileNotFoundError) as error:
+    except (
+        UsageError,
+        CheckpointError,
+        ImageLoadError,
+        AnnotationError,
+        MissingImagesError,
+        FileNotFoundError,
+    ) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
