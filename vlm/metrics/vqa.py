@@ -1,8 +1,8 @@
-"""VQA accuracy: the VQAv2 soft accuracy with the standard answer normalisation, exact match, and breakdowns.
+"""VQA accuracy: the VQAv2 soft accuracy with the official answer normalisation, exact match, and breakdowns.
 
-Soft accuracy: an answer given by k of the annotators counts min(k / 3, 1); averaged over the ten leave-one-out
-subsets of the ten human answers, as the official evaluation does, so with ten answers 3 matches score 0.9 and
-4 or more score 1.
+Soft accuracy, as the official evaluation computes it: for each of the ten human answers, leave it out and count
+the other nine that equal the prediction; min(count / 3, 1) is that subset's score, and the question's accuracy is
+the mean over the ten subsets. So 3 matching annotators give (3 * 2/3 + 7 * 1) / 10 = 0.9 and 4 or more give 1.
 """
 
 from __future__ import annotations
@@ -11,79 +11,35 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-_CONTRACTIONS = {
-    "aint": "ain't",
-    "arent": "aren't",
-    "cant": "can't",
-    "couldve": "could've",
-    "couldnt": "couldn't",
-    "didnt": "didn't",
-    "doesnt": "doesn't",
-    "dont": "don't",
-    "hadnt": "hadn't",
-    "hasnt": "hasn't",
-    "havent": "haven't",
-    "hed": "he'd",
-    "hes": "he's",
-    "howd": "how'd",
-    "howll": "how'll",
-    "hows": "how's",
-    "Im": "I'm",
-    "Ive": "I've",
-    "isnt": "isn't",
-    "itd": "it'd",
-    "itll": "it'll",
-    "let's": "let's",
-    "maam": "ma'am",
-    "mightnt": "mightn't",
-    "mightve": "might've",
-    "mustnt": "mustn't",
-    "mustve": "must've",
-    "neednt": "needn't",
-    "notve": "not've",
-    "oclock": "o'clock",
-    "shant": "shan't",
-    "shed": "she'd",
-    "shes": "she's",
-    "shouldve": "should've",
-    "shouldnt": "shouldn't",
-    "somebodys": "somebody's",
-    "someones": "someone's",
-    "thats": "that's",
-    "thered": "there'd",
-    "theres": "there's",
-    "theyd": "they'd",
-    "theyll": "they'll",
-    "theyre": "they're",
-    "theyve": "they've",
-    "wasnt": "wasn't",
-    "wed": "we'd",
-    "weve": "we've",
-    "werent": "weren't",
-    "whatll": "what'll",
-    "whatre": "what're",
-    "whats": "what's",
-    "whatve": "what've",
-    "whens": "when's",
-    "whered": "where'd",
-    "wheres": "where's",
-    "whereve": "where've",
-    "whod": "who'd",
-    "wholl": "who'll",
-    "whos": "who's",
-    "whove": "who've",
-    "whyll": "why'll",
-    "whyre": "why're",
-    "whys": "why's",
-    "wont": "won't",
-    "wouldve": "would've",
-    "wouldnt": "wouldn't",
-    "yall": "y'all",
-    "youd": "you'd",
-    "youll": "you'll",
-    "youre": "you're",
-    "youve": "you've",
-}
+from vlm.data.sample import Sample
+
+# The official evaluation's contraction table ("key>value"), its oddities included ("somebody'd" -> "somebodyd";
+# the capitalised keys never match after lowercasing): any difference would move published numbers.
+_CONTRACTIONS = dict(
+    pair.split(">")
+    for pair in """
+    aint>ain't arent>aren't cant>can't couldve>could've couldnt>couldn't couldn'tve>couldn't've
+    couldnt've>couldn't've didnt>didn't doesnt>doesn't dont>don't hadnt>hadn't hadnt've>hadn't've
+    hadn'tve>hadn't've hasnt>hasn't havent>haven't hed>he'd hed've>he'd've he'dve>he'd've hes>he's howd>how'd
+    howll>how'll hows>how's Id've>I'd've I'dve>I'd've Im>I'm Ive>I've isnt>isn't itd>it'd itd've>it'd've
+    it'dve>it'd've itll>it'll let's>let's maam>ma'am mightnt>mightn't mightnt've>mightn't've
+    mightn'tve>mightn't've mightve>might've mustnt>mustn't mustve>must've neednt>needn't notve>not've
+    oclock>o'clock oughtnt>oughtn't ow's'at>'ow's'at 'ows'at>'ow's'at 'ow'sat>'ow's'at shant>shan't
+    shed've>she'd've she'dve>she'd've she's>she's shouldve>should've shouldnt>shouldn't
+    shouldnt've>shouldn't've shouldn'tve>shouldn't've somebody'd>somebodyd somebodyd've>somebody'd've
+    somebody'dve>somebody'd've somebodyll>somebody'll somebodys>somebody's someoned>someone'd
+    someoned've>someone'd've someone'dve>someone'd've someonell>someone'll someones>someone's
+    somethingd>something'd somethingd've>something'd've something'dve>something'd've somethingll>something'll
+    thats>that's thered>there'd thered've>there'd've there'dve>there'd've therere>there're theres>there's
+    theyd>they'd theyd've>they'd've they'dve>they'd've theyll>they'll theyre>they're theyve>they've twas>'twas
+    wasnt>wasn't wed've>we'd've we'dve>we'd've weve>we've werent>weren't whatll>what'll whatre>what're
+    whats>what's whatve>what've whens>when's whered>where'd wheres>where's whereve>where've whod>who'd
+    whod've>who'd've who'dve>who'd've wholl>who'll whos>who's whove>who've whyll>why'll whyre>why're whys>why's
+    wont>won't wouldve>would've wouldnt>wouldn't wouldnt've>wouldn't've wouldn'tve>wouldn't've yall>y'all
+    yall'll>y'all'll y'allll>y'all'll yall'd've>y'all'd've y'alld've>y'all'd've y'all'dve>y'all'd've
+    youd>you'd youd've>you'd've you'dve>you'd've youll>you'll youre>you're youve>you've
+    """.split()
+)
 _NUMBERS = {
     "none": "0",
     "zero": "0",
@@ -99,81 +55,93 @@ _NUMBERS = {
     "ten": "10",
 }
 _ARTICLES = {"a", "an", "the"}
-_PUNCTUATION = [
-    ";",
-    "/",
-    "[",
-    "]",
-    '"',
-    "{",
-    "}",
-    "(",
-    ")",
-    "=",
-    "+",
-    "\\",
-    "_",
-    "-",
-    ">",
-    "<",
-    "@",
-    "`",
-    ",",
-    "?",
-    "!",
-]
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # a period that is not a decimal point
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")  # thousands separators
+_PUNCTUATION = ';/[]"{}()=+\\_-><@`,?!'  # the official list, one mark per character (no period: see below)
+# The official pattern, kept as it is: "(?!<=" was meant as a look-behind but is a look-ahead, so it strips every
+# period not followed by a digit ("3.5" keeps its point, "ave." loses it).
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")  # a thousands separator anywhere: marks are then deleted, not spaced
+
+
+def process_punctuation(text: str) -> str:
+    """The official punctuation step: a mark next to a space (or any mark, in text with a digit-comma-digit) is
+    deleted; a mark inside a word becomes a space ("black/white" -> "black white"); periods are stripped."""
+    out = text
+    for mark in _PUNCTUATION:
+        # The official code tests the input text, not the text it is rewriting; kept for equal numbers.
+        if mark + " " in text or " " + mark in text or _COMMA_STRIP.search(text) is not None:
+            out = out.replace(mark, "")
+        else:
+            out = out.replace(mark, " ")
+    return _PERIOD_STRIP.sub("", out)
+
+
+def process_digits_and_articles(text: str) -> str:
+    """Lowercase, number words to digits, articles dropped, contractions given their apostrophes."""
+    words = [_NUMBERS.get(word, word) for word in text.lower().split()]
+    return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
 
 
 def normalize_answer(answer: str) -> str:
-    """The official VQA normalisation: punctuation, number words to digits, articles dropped, contractions."""
-    text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
-    for mark in _PUNCTUATION:
-        if (mark + " " in text or " " + mark in text) or re.search(_COMMA_STRIP, text) is not None:
-            text = text.replace(mark, "")
-        else:
-            text = text.replace(mark, " ")
-    text = _PERIOD_STRIP.sub("", text)
-    words = []
-    for word in text.split():
-        word = _NUMBERS.get(word, word)
-        if word not in _ARTICLES:
-            words.append(_CONTRACTIONS.get(word, word))
-    return " ".join(words)
+    """The official normalisation of a predicted answer: "Two dogs." -> "2 dogs", "the Cat" -> "cat"."""
+    return process_digits_and_articles(process_punctuation(answer.replace("\n", " ").replace("\t", " ").strip()))
 
 
 def vqa_soft_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Mean over leave-one-out subsets of min(#matching answers among the others / 3, 1)."""
+    """The VQAv2 accuracy of one predicted answer against the annotators' answers.
+
+    As in the official evaluation the prediction is normalised fully, while the annotators' answers (normalised
+    when the data set was made) only go through the punctuation step, and only when they disagree. With fewer
+    than ten answers the same leave-one-out rule runs over the subsets there are; a single answer is plain exact
+    match of normalised strings (leaving it out would leave nothing to match)."""
     if not answers:
-        raise ValueError("soft accuracy needs at least one human answer")
+        raise ValueError("soft accuracy needs at least one human answer; got an empty list")
     predicted = normalize_answer(prediction)
-    matches = [normalize_answer(a) == predicted for a in answers]
     if len(answers) == 1:
-        return float(matches[0])
+        return exact_match(prediction, answers[0])
+    humans = [process_punctuation(a) for a in answers] if len(set(answers)) > 1 else list(answers)
+    matches = [human == predicted for human in humans]
     total = sum(matches)
-    return sum(min(1.0, (total - match) / 3.0) for match in matches) / len(answers)
+    # Leaving out answer i leaves total - matches[i] matching answers among the others.
+    return sum(min(1.0, (total - match) / 3.0) for match in matches) / len(matches)
 
 
 def exact_match(prediction: str, answer: str) -> float:
-    """easy-VQA's metric: the normalised answer must be the one right answer."""
+    """easy-VQA's metric: the normalised prediction must equal the one right answer, normalised the same way."""
     return float(normalize_answer(prediction) == normalize_answer(answer))
 
 
-def vqa_metrics(
-    predictions: Sequence[str],
-    answers: Sequence[Sequence[str]],
-    answer_types: Sequence[str] | None = None,
-    question_types: Sequence[str] | None = None,
-) -> dict:
-    """Overall accuracy (soft accuracy; exact match where each question has a single answer) and its breakdown by
-    answer type and question type."""
-    scores = [vqa_soft_accuracy(p, a) for p, a in zip(predictions, answers, strict=True)]
-    result: dict = {"accuracy": sum(scores) / len(scores) if scores else 0.0, "count": len(scores)}
-    for name, types in (("per_answer_type", answer_types), ("per_question_type", question_types)):
-        if types is not None:
-            groups: dict[str, list[float]] = defaultdict(list)
-            for score, kind in zip(scores, types, strict=True):
-                groups[kind].append(score)
-            result[name] = {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
+def question_type(sample: Sample) -> str:
+    """The VQAv2 annotation's question type; for data sets without one, the question's first three words."""
+    if sample.meta.get("question_type"):
+        return str(sample.meta["question_type"])
+    return " ".join(re.findall(r"[a-z0-9']+", (sample.question or "").lower())[:3]) or "none"
+
+
+def vqa_metrics(predictions: Sequence[str], samples: Sequence[Sample]) -> dict:
+    """Accuracy over all questions ("overall"), by answer type (meta["answer_type"], else "all") and by question
+    type (see `question_type`), and each question's score ("per_question", in the order of `samples`). A sample's
+    answers are its references (its target if it has none). "metric" says which rule scored: soft accuracy, or
+    exact match when every question has a single answer (easy-VQA)."""
+    if len(predictions) != len(samples):
+        raise ValueError(f"need one prediction per question; got {len(predictions)} for {len(samples)} questions")
+    if not samples:
+        raise ValueError("no questions to score")
+    if any(s.question is None for s in samples):
+        raise ValueError("vqa_metrics scores questions; a caption sample (question=None) was given")
+    answers = [list(s.references) or [s.target] for s in samples]
+    scores = [vqa_soft_accuracy(p, a) for p, a in zip(predictions, answers)]
+    result: dict = {
+        "metric": "exact_match" if all(len(a) == 1 for a in answers) else "vqa_soft_accuracy",
+        "overall": sum(scores) / len(scores),
+        "questions": len(scores),
+    }
+    for name, kinds in (
+        ("per_answer_type", [str(s.meta.get("answer_type") or "all") for s in samples]),
+        ("per_question_type", [question_type(s) for s in samples]),
+    ):
+        groups: dict[str, list[float]] = defaultdict(list)
+        for score, kind in zip(scores, kinds):
+            groups[kind].append(score)
+        result[name] = {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
+    result["per_question"] = scores
     return result
