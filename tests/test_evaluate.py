@@ -1,0 +1,178 @@
+import json
+
+import pytest
+from helpers import tiny_model, tiny_tokenizer
+from PIL import Image
+
+from vlm.checkpoint import save_model
+from vlm.cli import evaluate as evaluate_cli
+from vlm.data.sample import Sample
+from vlm.data.shapes import ShapesDataset
+from vlm.evaluate import caption_items, evaluate, quick_metrics, score_captions
+from vlm.generate import GenerationConfig
+from vlm.metrics import coco_caption
+from vlm.predict import Predictor
+
+SHORT = GenerationConfig(max_new_tokens=3)
+COLOURS = ["red", "blue", "green", "yellow"]
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    tokenizer = tiny_tokenizer()
+    return tiny_model(tokenizer), tokenizer
+
+
+@pytest.fixture()
+def predictor(model_and_tokenizer):
+    return Predictor(*model_and_tokenizer)
+
+
+@pytest.fixture()
+def coco_like(tmp_path):
+    """A COCO-style caption set: image files, integer ids, several references per image."""
+    samples = []
+    for index, colour in enumerate(COLOURS):
+        path = tmp_path / f"{index}.png"
+        Image.new("RGB", (40, 30), colour).save(path)
+        references = [f"a {colour} picture", f"A plain {colour} image."]
+        samples.append(Sample(image=str(path), target=references[0], references=references, image_id=100 + index))
+    return samples
+
+
+def questions(tmp_path) -> list[Sample]:
+    samples = []
+    for index, colour in enumerate(COLOURS[:2]):
+        path = tmp_path / f"q{index}.png"
+        Image.new("RGB", (32, 32), colour).save(path)
+        for offset, (question, answer, kind) in enumerate(
+            [("what color is it?", colour, "other"), ("is it red?", "yes" if colour == "red" else "no", "yes/no")]
+        ):
+            meta = {"question_id": 10 * index + offset, "answer_type": kind}
+            samples.append(Sample(str(path), answer, question, [answer] * 3, image_id=index, meta=meta))
+    return samples
+
+
+def test_captions_write_coco_results_metrics_and_report(predictor, coco_like, tmp_path):
+    out = tmp_path / "eval"
+    metrics = evaluate(predictor, coco_like, out, SHORT, batch_size=3, toolkit=False, quiet=True)
+    assert metrics["images"] == 4 and isinstance(metrics["CIDEr"], float) and metrics["blind"] is False
+    results = json.loads((out / "predictions.json").read_text())
+    assert [r["image_id"] for r in results] == [100, 101, 102, 103]  # ids as the annotations give them
+    assert all(isinstance(r["caption"], str) for r in results) and set(results[0]) == {"image_id", "caption"}
+    assert json.loads((out / "metrics.json").read_text())["CIDEr"] == metrics["CIDEr"]
+    rows = json.loads((out / "per_image.json").read_text())
+    assert rows[0]["references"] == coco_like[0].references and "CIDEr" in rows[0]["scores"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "worst" in page and "a plain blue image" in page.lower()
+
+
+def test_shapes_captions_report_objects_named_correctly(predictor, tmp_path):
+    metrics = evaluate(predictor, ShapesDataset("test", num_images=3), tmp_path, SHORT, toolkit=False, quiet=True)
+    assert 0.0 <= metrics["objects_named_correctly"] <= 1.0
+    rows = json.loads((tmp_path / "per_image.json").read_text())
+    assert len(rows) == 3 and all(isinstance(r["objects_correct"], bool) for r in rows)
+
+
+def test_questions_write_vqa_results_and_breakdowns(predictor, tmp_path):
+    out = tmp_path / "eval"
+    metrics = evaluate(predictor, questions(tmp_path), out, SHORT, batch_size=3, quiet=True)
+    assert metrics["questions"] == 4 and metrics["metric"] == "vqa_soft_accuracy"
+    assert set(metrics["per_answer_type"]) == {"other", "yes/no"}
+    assert set(metrics["per_question_type"]) == {"what color is", "is it red"}
+    results = json.loads((out / "predictions.json").read_text())
+    assert [r["question_id"] for r in results] == [0, 1, 10, 11] and set(results[0]) == {"question_id", "answer"}
+    assert "is it red?" in (out / "report.html").read_text()
+
+
+def test_blind_evaluation_sees_the_same_zeros_for_every_image(model_and_tokenizer, coco_like, tmp_path):
+    blind = Predictor(*model_and_tokenizer, blind=True)
+    metrics = evaluate(blind, coco_like, tmp_path, SHORT, toolkit=False, quiet=True)
+    captions = {r["caption"] for r in json.loads((tmp_path / "predictions.json").read_text())}
+    assert metrics["blind"] is True and len(captions) == 1
+    assert "Blind model" in (tmp_path / "report.html").read_text()
+
+
+def test_a_caption_set_with_one_sample_per_reference_is_scored_once_per_image(predictor, coco_like):
+    per_reference = [
+        Sample(s.image, r, references=[r], image_id=s.image_id) for s in coco_like[:2] for r in s.references
+    ]
+    items = caption_items(per_reference)
+    assert [i.image_id for i in items] == [100, 101]
+    assert [i.references for i in items] == [coco_like[0].references, coco_like[1].references]
+    metrics = evaluate(predictor, per_reference, None, SHORT, toolkit=False, quiet=True)
+    assert metrics["images"] == 2
+
+
+def test_toolkit_scores_without_java_say_what_is_missing(monkeypatch, coco_like):
+    pytest.importorskip("pycocoevalcap")
+    monkeypatch.setattr(coco_caption, "java_available", lambda: False)
+    items = caption_items(coco_like)
+    metrics, rows = score_captions(items, ["a red picture", "a blue", "green", ""])
+    assert {"BLEU-4", "ROUGE-L", "CIDEr"} <= set(metrics) and "METEOR" in metrics["unavailable"]
+    assert rows[0]["scores"]["BLEU-1"] > rows[3]["scores"]["BLEU-1"]
+
+
+def test_quick_metrics_for_training_validation(predictor, tmp_path):
+    shapes = ShapesDataset("val", num_images=2)
+    metrics = quick_metrics(predictor, shapes, questions(tmp_path), limit=3)
+    assert set(metrics) == {"val_cider", "val_objects_named_correctly", "val_vqa_accuracy"}
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_bad_inputs_are_refused_with_a_reason(predictor, coco_like, tmp_path):
+    with pytest.raises(ValueError, match="mixes captions and questions"):
+        evaluate(predictor, coco_like[:1] + questions(tmp_path)[:1], None, SHORT, quiet=True)
+    with pytest.raises(ValueError, match="the data set is empty"):
+        evaluate(predictor, [], None, SHORT, quiet=True)
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        evaluate(predictor, coco_like, None, SHORT, limit=0, quiet=True)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        evaluate(predictor, coco_like, None, SHORT, batch_size=0, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, model_and_tokenizer):
+    directory = tmp_path_factory.mktemp("run") / "model"
+    save_model(directory, *model_and_tokenizer)
+    return directory
+
+
+def run(argv, capsys):
+    try:
+        evaluate_cli.main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_writes_next_to_the_checkpoint_and_prints_a_table(checkpoint, capsys):
+    argv = ["--checkpoint", str(checkpoint), "--data", "shapes", "--limit", "2", "--builtin-only", "--blind"]
+    code, out, _ = run(argv + ["--max-new-tokens", "3", "--device", "cpu"], capsys)
+    assert code == 0
+    out_dir = checkpoint.parent / "eval-shapes-test-blind"
+    assert "CIDEr" in out and "objects_named_correctly" in out and str(out_dir) in out
+    assert {"predictions.json", "metrics.json", "per_image.json", "report.html"} <= {p.name for p in out_dir.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--max-new-tokens", "0"], "max_new_tokens"),
+    ],
+)
+def test_cli_user_errors_exit_2_with_a_message(checkpoint, capsys, extra, message):
+    code, out, err = run(["--checkpoint", str(checkpoint), "--data", "shapes", *extra], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_missing_checkpoint_or_data_files_exit_2(tmp_path, checkpoint, capsys):
+    code, _, err = run(["--checkpoint", str(tmp_path / "nowhere"), "--data", "shapes", "--limit", "1"], capsys)
+    assert code == 2 and "nowhere" in err
+    argv = ["--checkpoint", str(checkpoint), "--data", "coco", "--coco-root", str(tmp_path / "no_coco")]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "no_coco" in err
