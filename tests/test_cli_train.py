@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from vlm.checkpoint import load_model
+from vlm.cli.train import main
+from vlm.data.catalog import parse_data_spec
+
+
+def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "--preset",
+        "tiny",
+        "--data",
+        "shapes:1,shapes_vqa:1,easy_vqa:2",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--val-samples",
+        "4",
+        "--num-workers",
+        "0",
+        "--dtype",
+        "float32",
+        "--set",
+        "decoder.depth=1",
+        "--out-dir",
+        str(out),
+    ]
+    main(argv)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    validation = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in validation] == [2, 4]
+    assert {"val_cider", "val_objects_named_correctly", "val_vqa_accuracy"} <= set(validation[0])
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["model"]["decoder"]["depth"] == 1 and resolved["train"]["weights"] == [1.0, 1.0, 2.0]
+    model, _ = load_model(out / "model")
+    assert model.config.decoder.depth == 1
+    main(argv[:5] + ["6"] + argv[6:] + ["--resume"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 6]
+    assert "trained 6 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "imagenet"], "unknown data set 'imagenet'"),
+        (["--data", "shapes:heavy"], "weight 'heavy' of 'shapes'"),
+        (["--set", "decoder.width=33"], "decoder.width=33 is not divisible by decoder.heads=4"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_data_spec_parsing():
+    assert parse_data_spec("shapes, easy_vqa:2.5") == [("shapes", 1.0), ("easy_vqa", 2.5)]
