@@ -89,7 +89,7 @@ def test_single_answer_sets_are_scored_by_exact_match_with_fallback_types():
     result = vqa_metrics(["Circle", "yes"], samples)
     assert result["metric"] == "exact_match" and result["overall"] == 0.5
     assert result["per_answer_type"] == {"all": 0.5}
-    assert result["per_question_type"] == {"is there a": 0.0, "what shape is": 1.0}  # first three words
+    assert result["per_question_type"] == {"is there": 0.0, "what shape": 1.0}  # the first two words
 
 
 def test_vqa_metrics_refuses_mismatched_or_wrong_inputs():

@@ -10,6 +10,7 @@ already installed: the toolkit would download them, and nothing here downloads a
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,12 @@ def score_tokenized(
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        keep("METEOR", *Meteor().compute_score(references, predictions))  # its Java process ends with the object
+        with warnings.catch_warnings():
+            # The toolkit never closes the Java process's output pipes: Python warns when they are collected.
+            warnings.simplefilter("ignore", ResourceWarning)
+            meteor_scorer = Meteor()
+            keep("METEOR", *meteor_scorer.compute_score(references, predictions))
+            del meteor_scorer  # ends its Java process now, inside this block
     keep("ROUGE-L", *Rouge().compute_score(references, predictions))
     keep("CIDEr", *Cider().compute_score(references, predictions))
     if spice:
