@@ -198,8 +198,9 @@ def questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
         rel = relation(a, b)
         pairs.append((f"is the {a.name} {rel} the {b.name}?", "yes"))
         pairs.append((f"is the {b.name} {rel} the {a.name}?", "no"))  # the relation reversed never holds
-        others = [o for o in unique if o is not b and relation(o, b) == rel]
-        if len(others) == 1:
+        # Every object counts here, not only uniquely named ones: one of two red circles left of b is an answer too.
+        others = [o for o in objects if o is not b and relation(o, b) == rel]
+        if len(others) == 1 and others[0] in unique:
             pairs.append((f"what is {rel} the {b.name}?", others[0].name))
     rng.shuffle(pairs)
     return pairs
