@@ -1,0 +1,321 @@
+"""The built-in shapes set: deterministic, disjoint splits, scenes within the spec, pixels that show the scene,
+captions and answers that agree with it, and data/shapes/prepare.py."""
+
+import importlib.util
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlm.config import get_preset
+from vlm.data.coco import CocoCaptions
+from vlm.data.images import load_image
+from vlm.data.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    SPLIT_SIZES,
+    Scene,
+    ShapeObject,
+    ShapesDataset,
+    annotated_scene,
+    canonical_caption,
+    captions,
+    render,
+)
+from vlm.metrics.shapes_accuracy import names_every_object
+from vlm.tokenizer import Tokenizer
+
+RELATIONS = ("left of", "right of", "above", "below")
+PLURALS = {"circles": "circle", "squares": "square", "triangles": "triangle", "crosses": "cross"}
+PREPARE = Path(__file__).resolve().parents[1] / "data" / "shapes" / "prepare.py"
+
+
+def scenes(split: str, count: int, seed: int = 0) -> list[dict]:
+    return [annotated_scene(seed, split, i).scene.to_json() for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Determinism and splits
+
+
+def test_same_seed_gives_identical_pixels_captions_and_questions():
+    first, again = ShapesDataset("val", 6, seed=3, task="vqa"), ShapesDataset("val", 6, seed=3, task="vqa")
+    assert len(first) == len(again)
+    for i in range(len(first)):
+        a, b = first[i], again[i]
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+        assert (a.question, a.target, a.meta) == (b.question, b.target, b.meta)
+    assert ShapesDataset("val", 6, seed=3).texts() == ShapesDataset("val", 6, seed=3).texts()
+
+
+def test_another_seed_gives_other_scenes():
+    assert scenes("val", 20, seed=0) != scenes("val", 20, seed=1)
+
+
+def test_splits_never_share_an_image():
+    objects = {
+        split: {tuple(tuple(o.values()) for o in s["objects"]) for s in scenes(split, size)}
+        for split, size in SPLIT_SIZES.items()
+    }
+    assert len(objects["val"]) == SPLIT_SIZES["val"]  # no repeat inside a split either
+    assert not objects["train"] & objects["val"]
+    assert not objects["train"] & objects["test"]
+    assert not objects["val"] & objects["test"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scenes and pixels
+
+
+def test_scenes_hold_one_to_four_objects_of_every_colour_shape_and_size():
+    val = scenes("val", SPLIT_SIZES["val"])
+    assert Counter(len(s["objects"]) for s in val).keys() == {1, 2, 3, 4}
+    objects = [o for s in val for o in s["objects"]]
+    assert {o["colour"] for o in objects} == set(COLOURS) and len(COLOURS) >= 6
+    assert {o["shape"] for o in objects} == set(SHAPES) and len(SHAPES) >= 4
+    assert {o["size"] for o in objects} == set(SIZES) == {"small", "big"}
+    texts = " ".join(ShapesDataset("val").texts())
+    assert all(relation in texts for relation in RELATIONS)
+    assert re.search(r"\btwo (small|big) \w+ \w+s\b", texts)  # counts occur in captions
+
+
+def test_objects_stay_on_the_canvas_and_do_not_overlap():
+    for scene in scenes("val", 100):
+        boxes = []
+        for o in scene["objects"]:
+            half = SIZES[o["size"]] / 2
+            assert half <= o["x"] <= 1 - half and half <= o["y"] <= 1 - half, o
+            boxes.append((o["x"] - half, o["y"] - half, o["x"] + half, o["y"] + half))
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+
+def test_each_object_shows_its_colour_at_its_centre_on_a_plain_background():
+    dataset = ShapesDataset("test", 30)
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        assert sample.image.mode == "RGB" and sample.image.size == (64, 64)
+        pixels = np.asarray(sample.image).astype(int)
+        for o in sample.meta["scene"]["objects"]:
+            centre = pixels[int(o["y"] * 64), int(o["x"] * 64)]
+            assert np.abs(centre - COLOURS[o["colour"]]).max() < 40, (sample.image_id, o, centre)
+        corner = pixels[0, 0]
+        assert corner.min() > 200, sample.image_id  # light background, far from every object colour
+
+
+def test_image_size_is_respected():
+    scene = Scene((ShapeObject("red", "circle", "big", 0.5, 0.5),), (240, 240, 240))
+    assert render(scene, 32).size == (32, 32)
+    assert ShapesDataset("val", 1, image_size=48)[0].image.size == (48, 48)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captions and questions
+
+
+def test_canonical_caption_names_every_group_once_left_to_right():
+    counts = {"a": 1, "an": 1, "two": 2, "three": 3, "four": 4}
+    for index in range(SPLIT_SIZES["val"]):
+        annotated = annotated_scene(0, "val", index)
+        canonical = annotated.captions[0]
+        assert names_every_object(canonical, annotated.scene), canonical
+        groups: dict[tuple[str, str, str], list[float]] = {}
+        for o in annotated.scene.objects:
+            groups.setdefault((o.size, o.colour, o.shape), []).append(o.x)
+        # "<count> <size> <colour> <shape>" phrases joined by ", " and a final " and "
+        phrases = [p.split() for p in re.split(r", | and ", canonical)]
+        assert all(len(p) == 4 and p[0] in counts for p in phrases), canonical
+        singular = [shape if counts[count] == 1 else PLURALS.get(shape) for count, _, _, shape in phrases]
+        keys = [(size, colour, shape) for (_, size, colour, _), shape in zip(phrases, singular)]
+        assert sorted(keys) == sorted(groups), canonical
+        assert [counts[p[0]] for p in phrases] == [len(groups[k]) for k in keys], canonical
+        leftmost = [min(groups[k]) for k in keys]
+        assert leftmost == sorted(leftmost), canonical
+
+
+def test_canonical_caption_grammar():
+    scene = Scene(
+        (
+            ShapeObject("blue", "square", "small", 0.8, 0.2),
+            ShapeObject("red", "circle", "big", 0.2, 0.3),
+            ShapeObject("blue", "square", "small", 0.6, 0.8),
+            ShapeObject("orange", "cross", "small", 0.4, 0.7),
+        ),
+        (240, 240, 240),
+    )
+    assert canonical_caption(scene) == "a big red circle, a small orange cross and two small blue squares"
+
+
+def test_longest_references_fit_the_smallest_text_context():
+    # four different objects with the longest words: the longest captions the set can write
+    longest = Scene(
+        tuple(
+            ShapeObject(c, "triangle", "small", x, 0.5)
+            for c, x in zip(("purple", "orange", "yellow", "green"), (0.1, 0.3, 0.6, 0.9))
+        ),
+        (240, 240, 240),
+    )
+    references = captions(longest, random.Random(0))
+    tokenizer = Tokenizer.build(references)
+    positions = 3 + max(len(tokenizer.encode(c)) for c in references)  # <bos> <caption> ... <eos>
+    assert positions <= min(get_preset(p).max_text_len for p in ("tiny", "default"))
+
+
+def test_references_are_varied_wordings_of_the_same_objects():
+    annotated = annotated_scene(0, "val", 0)
+    assert len(set(annotated.captions)) == len(annotated.captions) >= 4
+
+
+AXIS = {"left of": ("x", -1), "right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}
+
+
+def _name(o: dict) -> str:
+    return f"{o['colour']} {o['shape']}"
+
+
+def _on_side(a: dict, relation: str, b: dict, clearer: bool = False) -> bool:
+    """a is on that side of b; clearer: and further along that axis than along the other (the set's convention)."""
+    axis, sign = AXIS[relation]
+    other = "y" if axis == "x" else "x"
+    along, across = a[axis] - b[axis], a[other] - b[other]
+    return along * sign > 0 and (not clearer or abs(along) >= abs(across))
+
+
+def expected_answer(question: str, objects: list[dict]) -> str:
+    """The answer worked out from the scene alone, independently of how shapes.py wrote it."""
+    numbers = ["zero", "one", "two", "three", "four"]
+    if m := re.fullmatch(r"what color is the (\w+)\?", question):
+        [match] = [o for o in objects if o["shape"] == m[1]]
+        return match["colour"]
+    if m := re.fullmatch(r"what shape is the (\w+) object\?", question):
+        [match] = [o for o in objects if o["colour"] == m[1]]
+        return match["shape"]
+    if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
+        [match] = [o for o in objects if _name(o) == m[1]]
+        return match["size"]
+    if question == "how many shapes are there?":
+        return numbers[len(objects)]
+    if m := re.fullmatch(r"how many (\w+) are there\?", question):
+        return numbers[sum(o["shape"] == PLURALS[m[1]] for o in objects)]
+    if m := re.fullmatch(r"is there an? (\w+ \w+)\?", question):
+        return "yes" if any(_name(o) == m[1] for o in objects) else "no"
+    if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
+        [a], [b] = ([o for o in objects if _name(o) == name] for name in (m[1], m[3]))
+        return "yes" if _on_side(a, m[2], b) else "no"
+    if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
+        [b] = [o for o in objects if _name(o) == m[2]]
+        matches = [_name(o) for o in objects if o is not b and _on_side(o, m[1], b, clearer=True)]
+        assert len(matches) == 1, f"{question!r} has {len(matches)} answers: {matches}"
+        return matches[0]
+    raise AssertionError(f"a question this test does not know: {question!r}")
+
+
+def test_answers_agree_with_the_scene():
+    dataset = ShapesDataset("val", task="vqa")
+    kinds = Counter()
+    for annotated in dataset.scenes:
+        objects = annotated.scene.to_json()["objects"]
+        for question, answer in annotated.questions:
+            assert answer == expected_answer(question, objects), (question, answer, objects)
+            assert 1 <= len(answer.split()) <= 3
+            kinds[" ".join(question.split()[:2])] += 1
+    assert set(kinds) == {"what color", "what shape", "what size", "how many", "is there", "is the", "what is"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Dataset
+
+
+def test_caption_samples_carry_the_canonical_target_all_references_and_the_scene():
+    dataset = ShapesDataset("test", 4)
+    assert len(dataset) == 4  # one sample per image: the evaluation view
+    sample = dataset[2]
+    annotated = annotated_scene(0, "test", 2)
+    assert sample.task == "caption" and sample.question is None
+    assert sample.target == annotated.captions[0] and sample.references == list(annotated.captions)
+    assert (sample.image_id, sample.source) == ("test-2", "shapes")
+    assert json.loads(json.dumps(sample.meta["scene"])) == annotated.scene.to_json()
+
+
+def test_all_references_gives_one_sample_per_reference():
+    dataset = ShapesDataset("val", 5, all_references=True)
+    expected = [c for i in range(5) for c in annotated_scene(0, "val", i).captions]
+    assert [dataset[i].target for i in range(len(dataset))] == expected
+
+
+def test_vqa_samples_are_one_per_question():
+    dataset = ShapesDataset("val", 5, task="vqa")
+    expected = [qa for i in range(5) for qa in annotated_scene(0, "val", i).questions]
+    assert [(dataset[i].question, dataset[i].target) for i in range(len(dataset))] == expected
+    assert dataset[0].task == "vqa" and dataset[0].references == [dataset[0].target]
+
+
+def test_texts_hold_every_caption_question_and_answer():
+    dataset = ShapesDataset("val", 5, task="vqa")
+    texts = set(dataset.texts())
+    assert all(dataset[i].question in texts and dataset[i].target in texts for i in range(len(dataset)))
+    assert set(annotated_scene(0, "val", 4).captions) <= texts
+
+
+def test_unknown_split_or_task_is_named():
+    with pytest.raises(ValueError, match="split must be one of .* got 'training'"):
+        ShapesDataset("training")
+    with pytest.raises(ValueError, match="task must be 'caption' or 'vqa', got 'captions'"):
+        ShapesDataset("val", task="captions")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data/shapes/prepare.py
+
+
+@pytest.fixture(scope="module")
+def prepare():
+    spec = importlib.util.spec_from_file_location("shapes_prepare", PREPARE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_writes_images_coco_captions_questions_and_a_contact_sheet(prepare, tmp_path, capsys):
+    prepare.main(["--out", str(tmp_path), "--splits", "val,test", "--num-images", "3", "--seed", "2"])
+    printed = capsys.readouterr().out
+    for split in ("val", "test"):
+        assert sorted(p.name for p in (tmp_path / split).iterdir()) == ["000000.png", "000001.png", "000002.png"]
+        coco = CocoCaptions(tmp_path / f"captions_{split}.json", tmp_path / split, mode="eval")
+        dataset = ShapesDataset(split, 3, seed=2)
+        assert [s.references for s in coco] == [list(a.captions) for a in dataset.scenes]
+        questions = json.loads((tmp_path / f"questions_{split}.json").read_text())["questions"]
+        assert [(q["question"], q["answer"]) for q in questions] == [qa for a in dataset.scenes for qa in a.questions]
+        assert np.array_equal(np.asarray(load_image(coco[1].image)), np.asarray(dataset[1].image))  # lossless
+    sheet = Image.open(tmp_path / "contact_sheet.png")
+    assert sheet.width >= 64 * 3 and sheet.height >= 64
+    for line in ("objects per image", "colours:", "shapes:", "sizes:", "relations", "caption words", "tokens"):
+        assert line in printed
+    assert "images shared between splits: 0" in printed
+
+
+def test_prepare_quiet_prints_only_where_the_files_went(prepare, tmp_path, capsys):
+    prepare.main(["--out", str(tmp_path), "--splits", "test", "--num-images", "1", "--quiet"])
+    assert capsys.readouterr().out.startswith("wrote 1 images of test to")
+    assert (tmp_path / "test" / "000000.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--splits", "dev"], "unknown split 'dev' in --splits"),
+        (["--num-images", "0"], "--num-images must be at least 1, got 0"),
+        (["--image-size", "4"], "--image-size must be at least 8 pixels, got 4"),
+    ],
+)
+def test_prepare_rejects_bad_arguments_by_name(prepare, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit):
+        prepare.main(["--out", str(tmp_path), *args])
+    assert message in capsys.readouterr().err
