@@ -192,7 +192,8 @@ def questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
         if rng.random() < 0.5
         else ShapeObject(rng.choice(list(COLOURS)), rng.choice(SHAPES), "small", 0, 0)
     )
-    pairs.append((f"is there a {asked.name}?", "yes" if asked.name in by_name else "no"))
+    article = "an" if asked.colour[0] in "aeiou" else "a"
+    pairs.append((f"is there {article} {asked.name}?", "yes" if asked.name in by_name else "no"))
     if len(unique) >= 2:
         a, b = rng.sample(unique, 2)
         rel = relation(a, b)
