@@ -27,6 +27,9 @@ class VisionConfig:
     timm_model: str = "vit_tiny_patch16_224"
     # Pretrained ViTs from timm carry a class token; our own encoder needs none (we keep patch tokens only).
     class_token: bool = False
+    # "patch": the ViT's linear patch projection; "conv": a small convolutional stem in its place (see
+    # vlm/vision_encoder.py), far more sample-efficient from scratch. A weights file keeps "patch".
+    stem: str = "patch"
     weights_file: str | None = None  # local timm/safetensors weights; never downloaded
     freeze: bool = False
 

@@ -2,10 +2,14 @@
 
 Returns one embedding per patch, (B, N, Dv); class/register tokens, if the architecture has them, are dropped.
 Weights start random (`pretrained=False` semantics); a local weights file can be loaded, never a download.
+Optionally the ViT's one-layer patch projection is replaced by a small convolutional stem, which makes a ViT
+trained from scratch on little data learn shapes several times faster for a few percent more compute
+(Xiao et al. 2021, "Early convolutions help transformers see better").
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import timm
@@ -13,6 +17,22 @@ import torch
 from torch import nn
 
 from vlm.config import VisionConfig
+
+
+def conv_stem(patch_size: int, width: int) -> nn.Sequential:
+    """(B, 3, H, W) -> (B, width, H / patch_size, W / patch_size): stride-2 3x3 convolutions, one per halving,
+    doubling channels up to width / 2, then a 1x1 projection. Same output as the patch projection it replaces."""
+    halvings = round(math.log2(patch_size))
+    if 2**halvings != patch_size:
+        raise ValueError(f"vision.stem='conv' needs a power-of-two vision.patch_size, got {patch_size}")
+    channels = [3] + [max(8, width // 2 ** (halvings - i + 1)) for i in range(1, halvings + 1)]
+    layers: list[nn.Module] = []
+    for in_channels, out_channels in zip(channels[:-1], channels[1:]):
+        # No normalisation: per-image norms (GroupNorm) erase the colour information the captions need, and
+        # BatchNorm would tie an image's features to its batch; the ViT's LayerNorms follow.
+        layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GELU()]
+    layers.append(nn.Conv2d(channels[-1], width, 1))
+    return nn.Sequential(*layers)
 
 
 class VisionEncoder(nn.Module):
@@ -37,6 +57,10 @@ class VisionEncoder(nn.Module):
             num_classes=0,
             global_pool="",
         )
+        if config.stem == "conv":
+            self.vit.patch_embed.proj = conv_stem(config.patch_size, config.width)
+        elif config.stem != "patch":
+            raise ValueError(f"vision.stem must be 'patch' or 'conv', got {config.stem!r}")
         if config.freeze:
             self.vit.requires_grad_(False)
 
