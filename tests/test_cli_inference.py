@@ -78,6 +78,20 @@ def test_a_question_longer_than_the_context_is_cut_with_a_warning(checkpoint, im
     assert "vlm-ask: warning: question of 200 tokens is longer than the model's context allows" in err
 
 
+def test_caption_and_ask_draw_attention_maps(checkpoint, images, tmp_path, capsys):
+    figure = tmp_path / "caption.png"
+    argv = [str(images / "0.png"), str(images / "1.png"), "--checkpoint", str(checkpoint), "--max-new-tokens", "4"]
+    code, plain, _ = run(caption.main, argv, capsys)
+    code_with, with_maps, _ = run(caption.main, argv + ["--attention", str(figure)], capsys)
+    assert code == code_with == 0 and plain == with_maps and Image.open(figure).format == "PNG"
+    figure = tmp_path / "ask.png"
+    argv = ["--image", str(images / "0.png"), "--checkpoint", str(checkpoint), "--question", "what color?"]
+    code, _, _ = run(ask.main, argv + ["--question", "is it red?", "--attention", str(figure)], capsys)
+    assert code == 0 and Image.open(figure).format == "PNG"
+    code, _, _ = run(ask.main, argv + ["--attention", str(figure), "--attention-method", "rollout"], capsys)
+    assert code == 0
+
+
 @pytest.mark.parametrize(
     "main, argv, message",
     [
@@ -96,6 +110,13 @@ def test_a_question_longer_than_the_context_is_cut_with_a_warning(checkpoint, im
         (ask.main, ["--image", "{images}/0.png", "--device", "gpu"], "--device 'gpu' is not a device"),
         (caption.main, ["{images}/0.png", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (caption.main, ["{images}/0.png", "--beams", "0", "--strategy", "beam"], "num_beams must be at least 1"),
+        (caption.main, ["{images}/0.png", "--attention", "maps.txt"], "--attention maps.txt: the figure must end in"),
+        (caption.main, ["{images}/0.png", "--attention", "nowhere/maps.png"], "folder 'nowhere' does not exist"),
+        (
+            ask.main,
+            ["--image", "{images}/0.png", "--attention", "{empty}/maps.png"] + ["--question", "what?"] * 17,
+            "--attention draws at most 16 images or questions; got 17",
+        ),
     ],
 )
 def test_user_mistakes_print_a_message_and_exit_2(

@@ -63,19 +63,46 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(width, width)
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        attention_weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """attention_weights: a list to append this layer's (B, H, T, Tk) softmax weights to (see `explicit_attention`)."""
         batch, steps, width = x.shape
         # (B, T, 3D) -> (3, B, H, T, hd)
         q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, Tk, hd), Tk = cached + T
-        # With no mask the sequence is plain causal (training); with a cache a mask is always given, because
-        # is_causal aligns the triangle to the top-left corner, which is wrong once queries start mid-sequence.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, hd)
+        if attention_weights is not None:
+            weights = explicit_attention(q, k, attn_mask)
+            attention_weights.append(weights)
+            y = weights @ v  # (B, H, T, hd)
+        else:
+            # With no mask the sequence is plain causal (training); with a cache a mask is always given, because
+            # is_causal aligns the triangle to the top-left corner, which is wrong once queries start mid-sequence.
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                is_causal=attn_mask is None,
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (B, H, T, hd)
         return self.out(y.transpose(1, 2).reshape(batch, steps, width))
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) written out, (B, H, Tq, Tk), under the same mask convention as the fused call
+    (None: causal). Only for looking at the weights (attention maps): the fused kernel never materialises them,
+    so the normal path stays fast. No dropout: weights are inspected in eval mode."""
+    num_queries, num_keys = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    if attn_mask is None:
+        attn_mask = torch.ones(num_queries, num_keys, dtype=torch.bool, device=q.device).tril(num_keys - num_queries)
+    return scores.float().masked_fill(~attn_mask, -torch.inf).softmax(dim=-1).to(q.dtype)
 
 
 class MLP(nn.Module):
@@ -98,9 +125,14 @@ class Block(nn.Module):
         self.mlp = MLP(config.width, round(config.width * config.mlp_ratio), config.dropout)
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVCache | None, layer: int
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        attention_weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        x = x + self.attention(self.norm_attention(x), attn_mask, cache, layer)
+        x = x + self.attention(self.norm_attention(x), attn_mask, cache, layer, attention_weights)
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -139,15 +171,18 @@ class Decoder(nn.Module):
         position_ids: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        attention_weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(B, T, D) input embeddings -> (B, T, D) final hidden states. attn_mask: bool (B or 1, 1, T, Tk), True = attend."""
+        """(B, T, D) input embeddings -> (B, T, D) final hidden states. attn_mask: bool (B or 1, 1, T, Tk), True = attend.
+        attention_weights: a list that receives each layer's (B, H, T, Tk) attention weights, computed explicitly
+        (slower; off by default)."""
         if int(position_ids.max()) >= self.config.max_positions:
             raise ValueError(
                 f"sequence needs position {int(position_ids.max())}, but decoder.max_positions is {self.config.max_positions}"
             )
         x = self.dropout(embeddings + self.position_embedding(position_ids))
         for layer, block in enumerate(self.blocks):
-            x = block(x, attn_mask, cache, layer)
+            x = block(x, attn_mask, cache, layer, attention_weights)
         if cache is not None:
             cache.advance(embeddings.shape[1])
         return self.final_norm(x)

@@ -88,10 +88,15 @@ class VisionLanguageModel(nn.Module):
 
     @cpu_math_attention
     def text_hidden_states(
-        self, image_tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        image_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        attention_weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Final hidden states of the text positions, (B, T, D). Any padding layout is accepted; right padding (what
-        `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask."""
+        `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask. A list passed as
+        `attention_weights` receives each decoder layer's (B, H, N_img + T, N_img + T) weights (see vlm/attention_maps.py)."""
         batch, num_text = input_ids.shape
         num_slots = self.num_image_tokens + num_text
         embeddings = self._embed(image_tokens, input_ids)
@@ -104,7 +109,7 @@ class VisionLanguageModel(nn.Module):
             key_valid = torch.cat([attention_mask.new_ones(batch, self.num_image_tokens), attention_mask], dim=1)
             positions = masks.position_ids(key_valid)
             mask = masks.attention_mask(key_valid, num_slots, self.num_prefix)
-        hidden = self.decoder.forward_features(embeddings, positions, mask)
+        hidden = self.decoder.forward_features(embeddings, positions, mask, attention_weights=attention_weights)
         return hidden[:, self.num_image_tokens :]
 
     def forward(

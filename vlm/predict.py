@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from vlm.attention_maps import AttendedText, token_attention_maps
 from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
 from vlm.generate import GenerationConfig, generate
@@ -55,18 +56,15 @@ class Predictor:
             prompt = prompt[: room - 1] + [self.tokenizer.answer_id]
         return prompt
 
-    def run(
-        self,
-        images: Sequence[str | Image.Image],
-        prompts: list[list[int]],
-        image_index: list[int],
-        config: GenerationConfig,
-    ) -> list[str]:
+    def generate_ids(
+        self, image_batch: torch.Tensor, prompts: list[list[int]], image_index: list[int], config: GenerationConfig
+    ) -> list[list[int]]:
+        """Generated token ids per prompt, at most what the context leaves room for."""
         room = self.max_text_len - max(len(p) for p in prompts)
         config = dataclasses.replace(config, max_new_tokens=min(config.max_new_tokens, room))
-        ids = generate(
+        return generate(
             self.model,
-            self.image_batch(images),
+            image_batch,
             prompts,
             self.tokenizer.eos_id,
             self.tokenizer.pad_id,
@@ -74,6 +72,15 @@ class Predictor:
             image_index=image_index,
             autocast_dtype=self.autocast_dtype,
         )
+
+    def run(
+        self,
+        images: Sequence[str | Image.Image],
+        prompts: list[list[int]],
+        image_index: list[int],
+        config: GenerationConfig,
+    ) -> list[str]:
+        ids = self.generate_ids(self.image_batch(images), prompts, image_index, config)
         return [self.tokenizer.decode(row).strip() for row in ids]
 
     def caption(self, images: Sequence[str | Image.Image], config: GenerationConfig | None = None) -> list[str]:
@@ -92,3 +99,26 @@ class Predictor:
         index = list(range(len(questions))) if image_index is None else list(image_index)
         prompts = [self.question_prompt(q) for q in questions]
         return self.run(images, prompts, index, config or GenerationConfig(max_new_tokens=8))
+
+    def attend(
+        self,
+        images: Sequence[str | Image.Image],
+        questions: Sequence[str | None],
+        image_index: Sequence[int] | None = None,
+        config: GenerationConfig | None = None,
+        method: str = "mean",
+    ) -> list[AttendedText]:
+        """Generate as `caption` (question None) or `answer` do, and return each text with one attention map per
+        generated token (see vlm/attention_maps.py)."""
+        index = list(range(len(questions))) if image_index is None else list(image_index)
+        prompts = [self.tokenizer.caption_prompt() if q is None else self.question_prompt(q) for q in questions]
+        image_batch = self.image_batch(images)
+        ids = self.generate_ids(image_batch, prompts, index, config or GenerationConfig())
+        return [
+            AttendedText(
+                text=self.tokenizer.decode(row).strip(),
+                tokens=[self.tokenizer.decode([token]) for token in row],
+                maps=token_attention_maps(self.model, image_batch[i], prompt, row, method),
+            )
+            for row, prompt, i in zip(ids, prompts, index)
+        ]

@@ -3,6 +3,7 @@
     vlm-ask --image photo.jpg --question "what color is the circle?"
     vlm-ask --image photo.jpg --question "how many shapes are there?" --question "is there a red square?"
     printf 'what shape is it?\\nwhat color is it?\\n' | vlm-ask --image photo.jpg     # one question per line
+    vlm-ask --image photo.jpg --question "what color is the circle?" --attention attention.png
 
 A question longer than the model's context is cut to fit, with a warning on stderr.
 """
@@ -13,14 +14,18 @@ import argparse
 import json
 import sys
 
+from vlm.attention_maps import save_attention_figure
 from vlm.cli.common import (
     UsageError,
+    add_attention_arguments,
     add_decoding_arguments,
     add_model_arguments,
     build_predictor,
+    check_attention_output,
     generation_config,
     run_command,
 )
+from vlm.data.images import load_image
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,15 +36,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--question", action="append", default=[], help="a question (repeatable); none: read stdin")
     add_model_arguments(parser)
     add_decoding_arguments(parser, max_new_tokens=8)
+    add_attention_arguments(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
         questions = args.question or [line.strip() for line in sys.stdin if line.strip()]
         if not questions:
             raise UsageError("no question given: pass --question or write questions on standard input")
+        check_attention_output(args.attention, len(questions))
         config = generation_config(args)
         predictor = build_predictor(args)
-        answers = predictor.answer([args.image], questions, image_index=[0] * len(questions), config=config)
+        image_index = [0] * len(questions)
+        if args.attention:
+            attended = predictor.attend([args.image], questions, image_index, config, args.attention_method)
+            answers = [a.text for a in attended]
+            titles = [f"Q: {q}  A: {a}" for q, a in zip(questions, answers)]
+            save_attention_figure(args.attention, [load_image(args.image)] * len(questions), attended, titles)
+        else:
+            answers = predictor.answer([args.image], questions, image_index=image_index, config=config)
         if args.json:
             print(
                 json.dumps(

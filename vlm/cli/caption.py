@@ -3,6 +3,7 @@
 vlm-caption photo.jpg other.png           # one caption per image
 vlm-caption folder/ --json                # every image in a folder, as JSON
 vlm-caption photo.jpg --strategy beam --beams 5
+vlm-caption photo.jpg --attention attention.png   # also draw where each generated word looked
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import argparse
 import json
 from pathlib import Path
 
+from vlm.attention_maps import save_attention_figure
 from vlm.cli.common import (
     IMAGE_SUFFIXES,
     UsageError,
+    add_attention_arguments,
     add_decoding_arguments,
     add_model_arguments,
     build_predictor,
+    check_attention_output,
     generation_config,
     run_command,
 )
+from vlm.data.images import load_image
 
 
 def image_paths(inputs: list[str]) -> list[Path]:
@@ -45,23 +50,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images captioned together")
     add_model_arguments(parser)
     add_decoding_arguments(parser, max_new_tokens=32)
+    add_attention_arguments(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
 
     def body() -> None:
         paths = image_paths(args.images)
+        check_attention_output(args.attention, len(paths))
         config = generation_config(args)
         predictor = build_predictor(args)
-        results = []
+        results, attended = [], []
         for start in range(0, len(paths), args.batch_size):
-            batch = paths[start : start + args.batch_size]
-            for path, caption in zip(batch, predictor.caption([str(p) for p in batch], config)):
-                results.append({"image": str(path), "caption": caption})
+            batch = [str(p) for p in paths[start : start + args.batch_size]]
+            if args.attention:
+                attended += predictor.attend(batch, [None] * len(batch), config=config, method=args.attention_method)
+                captions = [a.text for a in attended[start:]]
+            else:
+                captions = predictor.caption(batch, config)
+            for path, caption in zip(batch, captions):
+                results.append({"image": path, "caption": caption})
                 if not args.json:
                     print(f"{path}: {caption}" if len(paths) > 1 else caption, flush=True)
         if args.json:
             print(json.dumps(results, indent=2))
+        if args.attention:
+            images = [load_image(p) for p in paths]
+            save_attention_figure(
+                args.attention, images, attended, [f"{p.name}: {a.text}" for p, a in zip(paths, attended)]
+            )
 
     run_command("vlm-caption", body)
 

@@ -58,6 +58,38 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int)
     group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
 
 
+FIGURE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg"}
+MAX_ATTENTION_ROWS = 16  # rows of one attention figure; more would not be readable
+
+
+def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("attention maps")
+    group.add_argument(
+        "--attention",
+        type=Path,
+        metavar="OUT.png",
+        help="draw which image tokens each generated token attended to, one row per output, into this figure",
+    )
+    group.add_argument(
+        "--attention-method",
+        default="mean",
+        choices=["mean", "rollout"],
+        help="mean: weights averaged over heads and layers; rollout: attention rollout through the layers",
+    )
+
+
+def check_attention_output(path: Path | None, rows: int) -> None:
+    """The figure's file can be written and holds at most MAX_ATTENTION_ROWS rows."""
+    if path is None:
+        return
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"--attention {path}: the figure must end in one of {', '.join(sorted(FIGURE_SUFFIXES))}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--attention {path}: folder {str(path.parent)!r} does not exist")
+    if rows > MAX_ATTENTION_ROWS:
+        raise UsageError(f"--attention draws at most {MAX_ATTENTION_ROWS} images or questions; got {rows}")
+
+
 def generation_config(args: argparse.Namespace) -> GenerationConfig:
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,

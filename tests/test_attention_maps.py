@@ -1,0 +1,82 @@
+import pytest
+import torch
+from helpers import tiny_model, tiny_tokenizer
+from PIL import Image
+
+from vlm.attention_maps import AttendedText, combine_layers, save_attention_figure, token_attention_maps
+from vlm.generate import GenerationConfig, generate
+from vlm.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = tiny_tokenizer()
+    return tiny_model(tokenizer, seed=1), tokenizer
+
+
+def test_explicit_attention_gives_the_same_hidden_states_as_the_fused_kernel(setup):
+    model, tokenizer = setup
+    image_tokens = model.encode_images(torch.randn(2, 3, 32, 32))
+    input_ids = torch.tensor([tokenizer.question_prompt("what color is the circle?")] * 2)
+    weights: list[torch.Tensor] = []
+    with torch.no_grad():
+        fused = model.text_hidden_states(image_tokens, input_ids)
+        explicit = model.text_hidden_states(image_tokens, input_ids, attention_weights=weights)
+    slots = model.num_image_tokens + input_ids.shape[1]
+    assert torch.allclose(fused, explicit, atol=1e-5)
+    assert len(weights) == model.config.decoder.depth
+    assert weights[0].shape == (2, model.config.decoder.heads, slots, slots)
+    assert torch.allclose(weights[0].sum(dim=-1), torch.ones(2, model.config.decoder.heads, slots))
+    # Text is causal: the first text slot sees nothing after it.
+    assert float(weights[0][:, :, model.num_image_tokens, model.num_image_tokens + 1 :].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("method", ["mean", "rollout"])
+def test_one_map_per_generated_token_each_summing_to_one_over_the_image(setup, method):
+    model, tokenizer = setup
+    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompt = tokenizer.caption_prompt()
+    [generated] = generate(
+        model, image[None], [prompt], tokenizer.eos_id, tokenizer.pad_id, GenerationConfig(max_new_tokens=7)
+    )
+    maps = token_attention_maps(model, image, prompt, generated, method)
+    side = model.config.vision.grid_size // model.config.projector.reduction
+    assert len(generated) > 0 and maps.shape == (len(generated), side, side)
+    assert torch.allclose(maps.sum(dim=(1, 2)), torch.ones(len(generated)))
+    assert bool((maps >= 0).all())
+
+
+def test_no_generated_tokens_give_no_maps(setup):
+    model, tokenizer = setup
+    assert token_attention_maps(model, torch.zeros(3, 32, 32), tokenizer.caption_prompt(), []).shape == (0, 2, 2)
+
+
+def test_rollout_multiplies_layers_with_the_residual_as_identity():
+    first = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # slot 1 reads slot 0
+    second = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    heads = [first[None].repeat(2, 1, 1), second[None].repeat(2, 1, 1)]
+    assert torch.allclose(combine_layers(heads, "mean"), torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+    # layer 1: 0.5 A + 0.5 I = [[1, 0], [0.5, 0.5]]; layer 2 adds the identity to an identity
+    assert torch.allclose(combine_layers(heads, "rollout"), torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+    with pytest.raises(ValueError, match="attention method"):
+        combine_layers(heads, "max")
+
+
+def test_predictor_attend_returns_the_caption_it_would_write_and_its_maps(setup, tmp_path):
+    model, tokenizer = setup
+    predictor = Predictor(model, tokenizer)
+    images = [Image.new("RGB", (40, 32), "red"), Image.new("RGB", (32, 32), "blue")]
+    config = GenerationConfig(max_new_tokens=6)
+    attended = predictor.attend(images, [None, "what color is it?"], config=config)
+    assert attended[0].text == predictor.caption(images[:1], config)[0]
+    assert attended[1].text == predictor.answer(images[1:], ["what color is it?"], config=config)[0]
+    for item in attended:
+        assert len(item.tokens) == item.maps.shape[0] and "".join(item.tokens).strip() == item.text
+    save_attention_figure(tmp_path / "maps.png", images, attended, ["caption", "question"])
+    assert Image.open(tmp_path / "maps.png").size[0] > 100
+
+
+def test_figure_of_an_empty_answer_has_only_the_image(tmp_path):
+    empty = AttendedText(text="", tokens=[], maps=torch.zeros(0, 2, 2))
+    save_attention_figure(tmp_path / "empty.png", [Image.new("RGB", (8, 8))], [empty], ["nothing"])
+    assert (tmp_path / "empty.png").is_file()
