@@ -154,6 +154,24 @@ PRESETS: dict[str, VLMConfig] = {
         projector=ProjectorConfig(reduction=2),
         decoder=DecoderConfig(max_positions=64, width=256, depth=4, heads=4),
     ),
+    # The ladder of scripts/scaling.py: 64x64 images like `default`, each rung ~3x the training FLOPs per sample
+    # of the one before (scale-xs to scale-l: 25x; `default` is 2.3x scale-l).
+    "scale-xs": VLMConfig(
+        vision=VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2),
+        decoder=DecoderConfig(max_positions=64, width=48, depth=1, heads=2),
+    ),
+    "scale-s": VLMConfig(
+        vision=VisionConfig(image_size=64, patch_size=8, width=48, depth=2, heads=2),
+        decoder=DecoderConfig(max_positions=64, width=64, depth=2, heads=2),
+    ),
+    "scale-m": VLMConfig(
+        vision=VisionConfig(image_size=64, patch_size=8, width=64, depth=2, heads=2),
+        decoder=DecoderConfig(max_positions=64, width=128, depth=2, heads=4),
+    ),
+    "scale-l": VLMConfig(
+        vision=VisionConfig(image_size=64, patch_size=8, width=96, depth=3, heads=4),
+        decoder=DecoderConfig(max_positions=64, width=192, depth=3, heads=4),
+    ),
     # GPU-sized: ViT-S/16 encoder at 224 px (49 image tokens after reduction), GPT-2-small-sized decoder.
     "large": VLMConfig(
         vision=VisionConfig(
