@@ -92,6 +92,24 @@ def test_caption_and_ask_draw_attention_maps(checkpoint, images, tmp_path, capsy
     assert code == 0
 
 
+@pytest.fixture(scope="module")
+def reward_checkpoint(tmp_path_factory):
+    from vlm.reward import RewardModel, save_reward_model
+
+    directory = tmp_path_factory.mktemp("reward")
+    tokenizer = tiny_tokenizer()
+    save_reward_model(directory, RewardModel(tiny_model(tokenizer)), tokenizer)
+    return directory
+
+
+def test_caption_and_ask_rerank_with_a_reward_model(checkpoint, reward_checkpoint, images, capsys):
+    rerank = ["--checkpoint", str(checkpoint), "--rerank", "3", "--reward-model", str(reward_checkpoint), "--json"]
+    code, out, _ = run(caption.main, [str(images / "0.png"), "--max-new-tokens", "4", *rerank], capsys)
+    assert code == 0 and len(json.loads(out)) == 1
+    code, out, _ = run(ask.main, ["--image", str(images / "0.png"), "--question", "what color?", *rerank], capsys)
+    assert code == 0 and json.loads(out)[0]["question"] == "what color?"
+
+
 @pytest.mark.parametrize(
     "main, argv, message",
     [
@@ -110,6 +128,17 @@ def test_caption_and_ask_draw_attention_maps(checkpoint, images, tmp_path, capsy
         (ask.main, ["--image", "{images}/0.png", "--device", "gpu"], "--device 'gpu' is not a device"),
         (caption.main, ["{images}/0.png", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (caption.main, ["{images}/0.png", "--beams", "0", "--strategy", "beam"], "num_beams must be at least 1"),
+        (caption.main, ["{images}/0.png", "--rerank", "0"], "--rerank must be at least 1, got 0"),
+        (
+            caption.main,
+            ["{images}/0.png", "--rerank", "2", "--reward-model", "{empty}"],
+            "empty/model.safetensors: missing",
+        ),
+        (
+            ask.main,
+            ["--image", "{images}/0.png", "--rerank", "2", "--reward-model", "{checkpoint}"],
+            "reward_head.safetensors: missing; .* is a model folder but not a reward model",
+        ),
         (caption.main, ["{images}/0.png", "--attention", "maps.txt"], "--attention maps.txt: the figure must end in"),
         (caption.main, ["{images}/0.png", "--attention", "nowhere/maps.png"], "folder 'nowhere' does not exist"),
         (
@@ -124,7 +153,7 @@ def test_user_mistakes_print_a_message_and_exit_2(
 ):
     (images / "notes.png").write_text("this is text, not a picture")
     (tmp_path / "empty").mkdir()
-    argv = [a.format(images=images, empty=tmp_path / "empty") for a in argv]
+    argv = [a.format(images=images, empty=tmp_path / "empty", checkpoint=checkpoint) for a in argv]
     if "--checkpoint" not in argv:
         argv += ["--checkpoint", str(checkpoint)]
     if main is ask.main and "--question" not in argv:

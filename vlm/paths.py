@@ -4,3 +4,5 @@ from pathlib import Path
 
 MAIN_RUN_DIR = Path("runs/main")
 DEFAULT_CHECKPOINT = MAIN_RUN_DIR / "model"  # a model folder (see vlm/checkpoint.py): the best validation model
+REWARD_RUN_DIR = Path("runs/reward")
+DEFAULT_REWARD_MODEL = REWARD_RUN_DIR / "model"  # a model folder plus reward_head.safetensors (see vlm/reward.py)

@@ -18,6 +18,7 @@ from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
 from vlm.generate import GenerationConfig, generate
 from vlm.model import VisionLanguageModel
+from vlm.reward import RewardModel
 from vlm.tokenizer import Tokenizer
 
 MIN_ANSWER_TOKENS = 4  # a question may use the context up to this many tokens before its end
@@ -31,8 +32,15 @@ class Predictor:
         device: str | torch.device = "cpu",
         autocast_dtype: torch.dtype | None = None,
         blind: bool = False,
+        reward_model: RewardModel | None = None,
+        rerank: int = 1,
     ):
+        if rerank > 1 and reward_model is None:
+            raise ValueError(f"rerank={rerank} needs a reward model")
         self.model = model.to(device).eval()
+        # Best-of-n: with rerank > 1 every output is the one the reward model prefers among n candidates.
+        self.reward_model = reward_model.to(device).eval() if reward_model is not None else None
+        self.rerank = rerank
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -62,6 +70,10 @@ class Predictor:
         """Generated token ids per prompt, at most what the context leaves room for."""
         room = self.max_text_len - max(len(p) for p in prompts)
         config = dataclasses.replace(config, max_new_tokens=min(config.max_new_tokens, room))
+        ids = self._generate(image_batch, prompts, image_index, config)
+        return ids if self.rerank == 1 else self._best_of_n(image_batch, prompts, image_index, config, ids)
+
+    def _generate(self, image_batch, prompts, image_index, config) -> list[list[int]]:
         return generate(
             self.model,
             image_batch,
@@ -72,6 +84,26 @@ class Predictor:
             image_index=image_index,
             autocast_dtype=self.autocast_dtype,
         )
+
+    def _best_of_n(self, image_batch, prompts, image_index, config, first) -> list[list[int]]:
+        """Candidates: `first` (the configured strategy's output) and rerank - 1 samples per prompt, drawn in one
+        batch; each row keeps the candidate the reward model scores highest (the first on a tie)."""
+        extra = self.rerank - 1
+        seed = None if config.seed is None else config.seed + 1  # not the draws `first` may already hold
+        sampling = dataclasses.replace(config, strategy="sample", seed=seed)
+        samples = self._generate(image_batch, list(prompts) * extra, list(image_index) * extra, sampling)
+        candidates = list(first) + samples  # candidate k of row i at k * rows + i
+        rows = len(prompts)
+        with torch.no_grad():
+            scores = self.reward_model.score(
+                image_batch[list(image_index) * self.rerank],
+                list(prompts) * self.rerank,
+                candidates,
+                self.tokenizer.eos_id,
+                self.tokenizer.pad_id,
+            ).view(self.rerank, rows)
+        best = scores.argmax(dim=0).tolist()
+        return [candidates[k * rows + i] for i, k in enumerate(best)]
 
     def run(
         self,

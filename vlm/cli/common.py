@@ -15,8 +15,9 @@ from vlm.checkpoint import CheckpointError, load_model
 from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError
 from vlm.generate import GenerationConfig
-from vlm.paths import DEFAULT_CHECKPOINT
+from vlm.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.predict import Predictor
+from vlm.reward import load_reward_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -56,6 +57,19 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int)
     group.add_argument("--top-p", type=float, default=1.0)
     group.add_argument("--seed", type=int, default=None, help="seed for --strategy sample")
     group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    group.add_argument(
+        "--rerank",
+        type=int,
+        default=1,
+        metavar="N",
+        help="best of N: the --strategy output and N-1 samples, the one the reward model scores highest (default 1: off)",
+    )
+    group.add_argument(
+        "--reward-model",
+        type=Path,
+        default=DEFAULT_REWARD_MODEL,
+        help=f"reward model folder for --rerank (default: {DEFAULT_REWARD_MODEL}, written by vlm-train-reward)",
+    )
 
 
 FIGURE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg"}
@@ -108,24 +122,42 @@ def generation_config(args: argparse.Namespace) -> GenerationConfig:
     return config
 
 
+def resolve_device(choice: str) -> torch.device:
+    """--device: auto (a GPU if there is one), cpu, cuda or cuda:N that exists."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UsageError(f"--device {choice!r} is not a device (cpu, cuda, cuda:N)") from None
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise UsageError(f"--device {choice}: no such CUDA GPU ({count} available)")
+    return device
+
+
 def build_predictor(args: argparse.Namespace) -> Predictor:
     from vlm.train import autocast_dtype
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise UsageError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
-        count = torch.cuda.device_count()
-        if device.type == "cuda" and (device.index or 0) >= count:
-            raise UsageError(f"--device {args.device}: no such CUDA GPU ({count} available)")
+    device = resolve_device(args.device)
+    rerank = getattr(args, "rerank", 1)
+    if rerank < 1:
+        raise UsageError(f"--rerank must be at least 1, got {rerank}")
     model, tokenizer = load_model(args.checkpoint, device)
+    reward_model = None
+    if rerank > 1:
+        reward_model, reward_tokenizer = load_reward_model(args.reward_model, device)
+        if reward_tokenizer.bpe_ids != tokenizer.bpe_ids:
+            raise UsageError(f"--reward-model {args.reward_model}: its vocabulary differs from {args.checkpoint}'s")
+        size, reward_size = model.config.vision.image_size, reward_model.backbone.config.vision.image_size
+        if size != reward_size:
+            raise UsageError(
+                f"--reward-model {args.reward_model}: it sees {reward_size} px images, {args.checkpoint} {size} px"
+            )
     dtype = args.dtype
     if dtype == "auto" and device.type == "cpu" and not getattr(args, "batched", False):
         dtype = "float32"
-    return Predictor(model, tokenizer, device, autocast_dtype(device, dtype))
+    return Predictor(model, tokenizer, device, autocast_dtype(device, dtype), reward_model=reward_model, rerank=rerank)
 
 
 def run_command(prog: str, body: Callable[[], None]) -> None:
