@@ -15,9 +15,11 @@ from vlm.checkpoint import CheckpointError, load_model
 from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError
 from vlm.generate import GenerationConfig
+from vlm.model import VisionLanguageModel
 from vlm.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.predict import Predictor
-from vlm.reward import load_reward_model
+from vlm.reward import RewardModel, load_reward_model
+from vlm.tokenizer import Tokenizer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -136,6 +138,20 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
+def load_matching_reward_model(
+    path: Path, checkpoint: Path, model: VisionLanguageModel, tokenizer: Tokenizer
+) -> RewardModel:
+    """The reward model in `path`, on the model's device; it scores the model's token ids on the model's image
+    tensors, so its vocabulary and image size must be the model's."""
+    reward_model, reward_tokenizer = load_reward_model(path, next(model.parameters()).device)
+    if reward_tokenizer.bpe_ids != tokenizer.bpe_ids:
+        raise UsageError(f"--reward-model {path}: its vocabulary differs from {checkpoint}'s")
+    size, reward_size = model.config.vision.image_size, reward_model.backbone.config.vision.image_size
+    if size != reward_size:
+        raise UsageError(f"--reward-model {path}: it sees {reward_size} px images, {checkpoint} {size} px")
+    return reward_model
+
+
 def build_predictor(args: argparse.Namespace) -> Predictor:
     from vlm.train import autocast_dtype
 
@@ -144,16 +160,9 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     if rerank < 1:
         raise UsageError(f"--rerank must be at least 1, got {rerank}")
     model, tokenizer = load_model(args.checkpoint, device)
-    reward_model = None
-    if rerank > 1:
-        reward_model, reward_tokenizer = load_reward_model(args.reward_model, device)
-        if reward_tokenizer.bpe_ids != tokenizer.bpe_ids:
-            raise UsageError(f"--reward-model {args.reward_model}: its vocabulary differs from {args.checkpoint}'s")
-        size, reward_size = model.config.vision.image_size, reward_model.backbone.config.vision.image_size
-        if size != reward_size:
-            raise UsageError(
-                f"--reward-model {args.reward_model}: it sees {reward_size} px images, {args.checkpoint} {size} px"
-            )
+    reward_model = (
+        load_matching_reward_model(args.reward_model, args.checkpoint, model, tokenizer) if rerank > 1 else None
+    )
     dtype = args.dtype
     if dtype == "auto" and device.type == "cpu" and not getattr(args, "batched", False):
         dtype = "float32"
