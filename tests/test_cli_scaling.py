@@ -11,6 +11,7 @@ from vlm.cli import scaling
         (["--target", "giant:10"], "unknown preset 'giant'"),
         (["--data", "pictures"], "unknown data set 'pictures'"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--ladder", "tiny:1,tiny:2,tiny:1", "--target", "tiny:3"], "rung(s) tiny-1 appear twice"),
     ],
 )
 def test_user_mistakes_exit_2_with_a_message(argv, message, capsys, tmp_path):

@@ -7,9 +7,9 @@ from helpers import ColourSamples
 from vlm.config import get_preset
 from vlm.data.catalog import texts_of
 from vlm.data.transforms import build_transform
-from vlm.scaling import Rung, fit_power_law, flops_per_sample, parse_ladder, predict_then_train
+from vlm.scaling import LadderError, Rung, fit_power_law, flops_per_sample, parse_ladder, predict_then_train
 from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, TrainingData
+from vlm.train import RunLog, TrainConfig, TrainingData
 
 
 @pytest.mark.parametrize("a, b, c", [(2.0, 0.3, 1.5), (0.8, 0.07, 0.4), (5.0, 1.2, 0.0)])
@@ -60,7 +60,8 @@ def test_the_default_ladder_spans_over_30x_and_default_costs_more_than_it():
     assert flops(target.preset, target.steps) > ladder[-1]
 
 
-def test_predict_then_train_writes_the_prediction_before_the_target_and_reuses_finished_rungs(tmp_path):
+def test_predict_then_train_writes_the_prediction_before_the_target_and_reuses_finished_rungs(tmp_path, monkeypatch):
+    monkeypatch.setattr(RunLog, "plot", lambda self: None)  # each run's curves.png: most of this test's time
     train_set = ColourSamples(32, seed=0)
     data = TrainingData(
         train_parts=[train_set],
@@ -81,3 +82,17 @@ def test_predict_then_train_writes_the_prediction_before_the_target_and_reuses_f
     with pytest.warns(UserWarning):
         again = predict_then_train(ladder, Rung("tiny", 5), base, lambda config: data, tmp_path, log=lambda _: None)
     assert again["actual_val_loss"] == report["actual_val_loss"]
+
+
+def test_a_run_folder_from_other_settings_is_not_reused(tmp_path):
+    train_set = ColourSamples(8, seed=0)
+    data = TrainingData([train_set], train_set, Tokenizer.build(texts_of(train_set)), None, None)
+    (tmp_path / "tiny-1").mkdir()
+    stale = {"preset": "tiny", "steps": 1, "parameters": 1, "flops": 1.0, "val_loss": 1.0, "seconds": 1.0}
+    (tmp_path / "tiny-1" / "result.json").write_text(json.dumps(stale))
+    ladder = [Rung("tiny", 1), Rung("tiny", 2), Rung("tiny", 4)]
+    with (
+        pytest.raises(LadderError, match="tiny-1 holds a run with another batch size or data"),
+        pytest.warns(UserWarning),
+    ):
+        predict_then_train(ladder, Rung("tiny", 5), TrainConfig(batch_size=8), lambda c: data, tmp_path, log=print)

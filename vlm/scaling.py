@@ -26,6 +26,11 @@ from vlm.train import TrainConfig, TrainingData, train
 
 RESULT_FILE = "result.json"
 
+
+class LadderError(ValueError):
+    """A ladder that cannot be run as asked (repeated rungs, a run folder from other settings)."""
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Compute
 
@@ -61,7 +66,7 @@ def training_flops(config: VLMConfig, steps: int, batch_size: int, text_tokens: 
 
 def mean_text_lengths(data: TrainingData, max_text_len: int, count: int = 512) -> tuple[float, float]:
     """Mean text tokens (prompt + target + end) and target tokens per training sample, over the first `count`
-    samples of each training part (texts only: no image is loaded where the data set can say its texts)."""
+    samples of each training part."""
     totals, targets = [], []
     for part in data.train_parts:
         for index in range(min(count, len(part))):
@@ -215,20 +220,34 @@ def predict_then_train(
     and write scaling.json (every rung, the fit, predicted vs actual) and scaling.png. data_for(config) gives the
     training data for a model config (it may return the same object for every config of one image size)."""
     if len(ladder) < 3:
-        raise ValueError(f"the ladder needs at least 3 rungs to fit a power law plus a constant, got {len(ladder)}")
+        raise LadderError(f"the ladder needs at least 3 rungs to fit a power law plus a constant, got {len(ladder)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = [rung.name for rung in [*ladder, target]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise LadderError(f"rung(s) {', '.join(repeated)} appear twice in the ladder and target")
     data = {rung.name: data_for(get_preset(rung.preset)) for rung in [*ladder, target]}
-    planned = {name: rung_flops(rung, base, data[name]) for name, rung in zip(data, [*ladder, target])}
+    planned = {rung.name: rung_flops(rung, base, data[rung.name]) for rung in [*ladder, target]}
     span = max(planned[r.name] for r in ladder) / min(planned[r.name] for r in ladder)
     log("plan: " + ", ".join(f"{name} {flops:.3g} FLOPs" for name, flops in planned.items()))
     if span < 30:
         warnings.warn(
             f"the ladder spans {span:.1f}x in compute; at least 30x makes the exponent trustworthy", stacklevel=2
         )
+
+    def trained(rung: Rung) -> RungResult:
+        result = train_rung(rung, base, data[rung.name], out_dir, device)
+        if not math.isclose(result.flops, planned[rung.name], rel_tol=1e-6):
+            raise LadderError(
+                f"{out_dir / rung.name} holds a run with another batch size or data ({result.flops:.4g} FLOPs, "
+                f"{planned[rung.name]:.4g} planned); choose another --out-dir"
+            )
+        return result
+
     results = []
     for rung in ladder:
-        results.append(train_rung(rung, base, data[rung.name], out_dir, device))
+        results.append(trained(rung))
         log(f"{rung.name}: {results[-1].flops:.3g} FLOPs, final validation loss {results[-1].val_loss:.4f}")
     fit = fit_power_law([r.flops for r in results], [r.val_loss for r in results])
     predicted = float(fit.predict(planned[target.name]))
@@ -241,7 +260,7 @@ def predict_then_train(
     (out_dir / "prediction.json").write_text(json.dumps(prediction, indent=2) + "\n")
     log(f"fit: L = {fit.a:.4g} (C / {fit.reference:.3g})^-{fit.b:.4g} + {fit.c:.4g}")
     log(f"{target.name}: predicted final validation loss {predicted:.4f}; training it")
-    actual = train_rung(target, base, data[target.name], out_dir, device)
+    actual = trained(target)
     report = {
         "ladder": [asdict(r) for r in results],
         "fit": asdict(fit),

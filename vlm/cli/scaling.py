@@ -16,7 +16,7 @@ import warnings
 
 from vlm.config import VLMConfig
 from vlm.data.catalog import DataPaths, parse_data_spec
-from vlm.scaling import parse_ladder, predict_then_train
+from vlm.scaling import LadderError, parse_ladder, predict_then_train
 from vlm.train import TrainConfig, TrainingData
 
 DEFAULT_LADDER = "scale-xs:200,scale-s:300,scale-m:400,scale-l:600"
@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *_a, **_k: print(f"vlm-scaling: warning: {message}", file=sys.stderr)
-        predict_then_train(ladder, target, base, data_for, args.out_dir, args.device)
+        try:
+            predict_then_train(ladder, target, base, data_for, args.out_dir, args.device)
+        except LadderError as error:
+            print(f"vlm-scaling: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
