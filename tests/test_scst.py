@@ -95,3 +95,16 @@ def test_finetune_runs_steps_and_reports_rewards(setup):
     assert [h["step"] for h in history] == [1, 2]
     assert set(history[0]) == {"step", "loss", "sample_reward", "greedy_reward", "better_than_greedy"}
     assert not model.training
+
+
+def test_captions_are_cut_to_fit_the_context_with_their_end_token(setup):
+    model, tokenizer = setup
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    config = SCSTConfig(samples_per_image=2, max_new_tokens=500)
+
+    def length_reward(images, texts, references):
+        assert all(len(t) <= model.config.max_text_len - 3 for t in texts)
+        return torch.tensor([float(len(t)) for t in texts])
+
+    loss, _ = scst_step(model, tokenizer, images, [["x"]] * 2, length_reward, config, seed=0)
+    assert torch.isfinite(loss)

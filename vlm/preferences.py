@@ -21,9 +21,13 @@ from vlm.data.shapes import COLOURS, COUNT_WORDS, NUMBER_WORDS, SHAPES
 CAPTION_KINDS = ("colour", "shape", "count", "relation", "other_image")
 ANSWER_KIND = "wrong_answer"
 
-_PLURALS = {shape + ("es" if shape.endswith("s") else "s"): shape for shape in SHAPES}
-_NOUNS = {**{s: (s, 1) for s in SHAPES}, **{p: (s, 2) for p, s in _PLURALS.items()}, "shape": ("shape", 1)}
-_NOUNS["shapes"] = ("shape", 2)
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith("s") else "s")
+
+
+# A noun as written -> (singular, count 1 or 2+). "shape" is counted ("two shapes: ...") but never swapped.
+_NOUNS = {form: (noun, count) for noun in (*SHAPES, "shape") for form, count in ((noun, 1), (_plural(noun), 2))}
 _COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 _OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
@@ -37,10 +41,14 @@ class PreferencePair:
     kind: str
 
 
-def _noun(stem: str, count: int) -> str:
-    if count == 1:
-        return stem
-    return stem + ("es" if stem.endswith("s") else "s")
+def _noun(singular: str, count: int) -> str:
+    return singular if count == 1 else _plural(singular)
+
+
+def _bare(word: str) -> tuple[str, str]:
+    """'shapes:' -> ('shapes', ':'): the word and the punctuation after it."""
+    bare = word.rstrip(":,")
+    return bare, word[len(bare) :]
 
 
 def _fix_articles(words: list[str]) -> list[str]:
@@ -63,29 +71,30 @@ def corrupt(text: str, kind: str, rng: random.Random) -> str | None:
         i = rng.choice(spots)
         words[i] = rng.choice([c for c in COLOURS if c != words[i]])
     elif kind == "shape":
-        spots = [i for i, w in enumerate(words) if w.rstrip(":,") in _NOUNS and _NOUNS[w.rstrip(":,")][0] != "shape"]
+        spots = [i for i, w in enumerate(words) if _NOUNS.get(_bare(w)[0], ("shape",))[0] != "shape"]
         if not spots:
             return None
         i = rng.choice(spots)
-        stem, count = _NOUNS[words[i].rstrip(":,")]
-        tail = words[i][len(words[i].rstrip(":,")) :]
-        words[i] = _noun(rng.choice([s for s in SHAPES if s != stem]), count) + tail
+        bare, tail = _bare(words[i])
+        singular, count = _NOUNS[bare]
+        words[i] = _noun(rng.choice([s for s in SHAPES if s != singular]), count) + tail
     elif kind == "count":
         # a count word and the noun it counts, at most three words on ("two small blue squares")
         spots = []
         for i, word in enumerate(words):
             if word in _COUNTS:
-                noun = next((j for j in range(i + 1, min(i + 4, len(words))) if words[j].rstrip(":,") in _NOUNS), None)
+                noun = next((j for j in range(i + 1, min(i + 4, len(words))) if _bare(words[j])[0] in _NOUNS), None)
                 if noun is not None:
                     spots.append((i, noun))
         if not spots:
             return None
         i, j = rng.choice(spots)
         new_count = rng.choice([n for n in range(1, 5) if n != _COUNTS[words[i]]])
-        number_style = words[i] == "one" or (words[i] != "a" and words[i] != "an" and words[j].startswith("shape"))
-        words[i] = NUMBER_WORDS[new_count] if number_style else COUNT_WORDS[new_count]
-        bare = words[j].rstrip(":,")
-        words[j] = _noun(_NOUNS[bare][0], new_count) + words[j][len(bare) :]
+        bare, tail = _bare(words[j])
+        singular = _NOUNS[bare][0]
+        # "one shape: ..." but "a red circle": the shape set's two ways of saying 1
+        words[i] = NUMBER_WORDS[new_count] if singular == "shape" else COUNT_WORDS[new_count]
+        words[j] = _noun(singular, new_count) + tail
     elif kind == "relation":
         spots = [
             i
@@ -105,7 +114,8 @@ def caption_pairs(
     samples: Sequence[Sample], seed: int = 0, kinds: Sequence[str] = CAPTION_KINDS
 ) -> list[PreferencePair]:
     """Up to one pair per kind per image: a reference (chosen at random among those the kind applies to) over its
-    corruption, and for "other_image" over a reference of another image with a different canonical caption."""
+    corruption, and for "other_image" over a reference of another image. A rejected text that is also one of the
+    image's references is dropped."""
     rng = random.Random(seed)
     pairs = []
     for index, sample in enumerate(samples):

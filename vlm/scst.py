@@ -121,12 +121,14 @@ def scst_step(
     batch, k = len(images), config.samples_per_image
     prompts = [tokenizer.caption_prompt()] * batch
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
+    # Room for the prompt, the caption and its end token, all fed back in by `sequence_log_probs`.
+    max_new_tokens = min(config.max_new_tokens, model.config.max_text_len - len(prompts[0]) - 1)
     was_training = model.training
     model.eval()
-    greedy_config = GenerationConfig(max_new_tokens=config.max_new_tokens)
+    greedy_config = GenerationConfig(max_new_tokens=max_new_tokens)
     greedy = generate(model, images, prompts, eos, pad, greedy_config, autocast_dtype=amp_dtype)
     sampling = GenerationConfig(
-        max_new_tokens=config.max_new_tokens, strategy="sample", temperature=config.temperature, seed=seed
+        max_new_tokens=max_new_tokens, strategy="sample", temperature=config.temperature, seed=seed
     )
     # (K * B) rows, sample j of image i at row j * B + i: one generate call draws them all.
     samples = generate(
@@ -138,7 +140,7 @@ def scst_step(
     amp = torch.autocast(images.device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     with amp:
         image_tokens = model.encode_images(images).repeat(k, 1, 1)  # (K * B, N_img, D)
-        ended = [len(s) < config.max_new_tokens for s in samples]
+        ended = [len(s) < max_new_tokens for s in samples]
         log_probs = sequence_log_probs(model, image_tokens, prompts * k, samples, ended, eos, pad)
     baselines = baseline.repeat(k)
     loss = scst_loss(log_probs, rewards, baselines)
