@@ -177,3 +177,19 @@ def test_prefill_rejects_right_padding_and_too_long_sequences(tokenizer):
     too_long = torch.full((1, config.decoder.max_positions), tokenizer.bos_id)
     with pytest.raises(ValueError, match="exceeds|max_positions"):
         model.logits(torch.randn(1, 3, 32, 32), too_long)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_decoder_outputs_for_the_last_positions_only_equal_those_of_the_full_pass(tokenizer, masked):
+    config = small_config(32, 8, 2)
+    config.decoder.depth = 2
+    model = tiny_model(tokenizer, config)
+    embeddings = torch.randn(2, 9, 32)
+    positions = torch.arange(9)[None]
+    from vlm.masks import prefix_attention_mask
+
+    mask = prefix_attention_mask(9, 4) if masked else None  # None: plain causal
+    full = model.decoder.forward_features(embeddings, positions, mask)
+    last = model.decoder.forward_features(embeddings, positions, mask, num_outputs=3)
+    assert last.shape == (2, 3, 32)
+    torch.testing.assert_close(last, full[:, -3:])

@@ -69,17 +69,32 @@ class SelfAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         attention_weights: list[torch.Tensor] | None = None,
+        num_queries: int | None = None,
     ) -> torch.Tensor:
-        """attention_weights: a list to append this layer's (B, H, T, Tk) softmax weights to (see `explicit_attention`)."""
+        """(B, T, D) -> (B, Tq, D), the outputs of the last Tq = `num_queries` positions (default: all T); keys and
+        values always cover every position. attention_weights: a list to append this layer's (B, H, Tq, Tk) softmax
+        weights to (see `explicit_attention`)."""
         batch, steps, width = x.shape
-        # (B, T, 3D) -> (3, B, H, T, hd)
-        q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        head_dim = width // self.heads
+        if num_queries is None or num_queries == steps:
+            num_queries = steps
+            # (B, T, 3D) -> (3, B, H, T, hd)
+            q, k, v = self.qkv(x).view(batch, steps, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            # Queries for the wanted positions only; keys and values for all: rows of one weight matrix.
+            q = F.linear(x[:, -num_queries:], self.qkv.weight[:width], self.qkv.bias[:width])
+            q = q.view(batch, num_queries, self.heads, head_dim).transpose(1, 2)  # (B, H, Tq, hd)
+            kv = F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:])  # (B, T, 2D)
+            k, v = kv.view(batch, steps, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)  # (2, B, H, T, hd)
+            attn_mask = (
+                causal_mask(num_queries, steps, x.device) if attn_mask is None else attn_mask[..., -num_queries:, :]
+            )
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, Tk, hd), Tk = cached + T
         if attention_weights is not None:
             weights = explicit_attention(q, k, attn_mask)
             attention_weights.append(weights)
-            y = weights @ v  # (B, H, T, hd)
+            y = weights @ v  # (B, H, Tq, hd)
         else:
             # With no mask the sequence is plain causal (training); with a cache a mask is always given, because
             # is_causal aligns the triangle to the top-left corner, which is wrong once queries start mid-sequence.
@@ -90,8 +105,13 @@ class SelfAttention(nn.Module):
                 attn_mask=attn_mask,
                 is_causal=attn_mask is None,
                 dropout_p=self.dropout if self.training else 0.0,
-            )  # (B, H, T, hd)
-        return self.out(y.transpose(1, 2).reshape(batch, steps, width))
+            )  # (B, H, Tq, hd)
+        return self.out(y.transpose(1, 2).reshape(batch, num_queries, width))
+
+
+def causal_mask(num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
+    """(Tq, Tk) True where a query may attend: queries are the last Tq of the Tk slots (bottom-right aligned)."""
+    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_queries)
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -101,7 +121,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor
     num_queries, num_keys = q.shape[-2], k.shape[-2]
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
     if attn_mask is None:
-        attn_mask = torch.ones(num_queries, num_keys, dtype=torch.bool, device=q.device).tril(num_keys - num_queries)
+        attn_mask = causal_mask(num_queries, num_keys, q.device)
     return scores.float().masked_fill(~attn_mask, -torch.inf).softmax(dim=-1).to(q.dtype)
 
 
@@ -113,7 +133,9 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x), approximate="tanh")))
+        # Exact GELU, not GPT-2's tanh approximation: on CPUs PyTorch's erf kernel runs forward and backward about
+        # twice as fast as the tanh one (the approximation dates from when erf was the slow one).
+        return self.dropout(self.down(F.gelu(self.up(x))))
 
 
 class Block(nn.Module):
@@ -131,8 +153,11 @@ class Block(nn.Module):
         cache: KVCache | None,
         layer: int,
         attention_weights: list[torch.Tensor] | None = None,
+        num_queries: int | None = None,
     ) -> torch.Tensor:
-        x = x + self.attention(self.norm_attention(x), attn_mask, cache, layer, attention_weights)
+        """(B, T, D) -> (B, Tq, D): the last `num_queries` positions (default all) go on through the MLP."""
+        attended = self.attention(self.norm_attention(x), attn_mask, cache, layer, attention_weights, num_queries)
+        x = x[:, x.shape[1] - attended.shape[1] :] + attended  # (B, Tq, D)
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -172,17 +197,21 @@ class Decoder(nn.Module):
         attn_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         attention_weights: list[torch.Tensor] | None = None,
+        num_outputs: int | None = None,
     ) -> torch.Tensor:
         """(B, T, D) input embeddings -> (B, T, D) final hidden states. attn_mask: bool (B or 1, 1, T, Tk), True = attend.
         attention_weights: a list that receives each layer's (B, H, T, Tk) attention weights, computed explicitly
-        (slower; off by default)."""
+        (slower; off by default). num_outputs: return only the last `num_outputs` positions, (B, num_outputs, D);
+        the last block then runs its queries, attention output and MLP for those positions alone, since nothing
+        reads the others' final states (for `VisionLanguageModel.text_hidden_states`: the image tokens)."""
         if int(position_ids.max()) >= self.config.max_positions:
             raise ValueError(
                 f"sequence needs position {int(position_ids.max())}, but decoder.max_positions is {self.config.max_positions}"
             )
         x = self.dropout(embeddings + self.position_embedding(position_ids))
+        last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            x = block(x, attn_mask, cache, layer, attention_weights)
+            x = block(x, attn_mask, cache, layer, attention_weights, num_outputs if layer == last else None)
         if cache is not None:
             cache.advance(embeddings.shape[1])
         return self.final_norm(x)

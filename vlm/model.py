@@ -109,8 +109,13 @@ class VisionLanguageModel(nn.Module):
             key_valid = torch.cat([attention_mask.new_ones(batch, self.num_image_tokens), attention_mask], dim=1)
             positions = masks.position_ids(key_valid)
             mask = masks.attention_mask(key_valid, num_slots, self.num_prefix)
-        hidden = self.decoder.forward_features(embeddings, positions, mask, attention_weights=attention_weights)
-        return hidden[:, self.num_image_tokens :]
+        # Only text positions leave the decoder, so its last block skips the image tokens; attention maps need every
+        # layer's full (slots x slots) weights, so they keep them.
+        num_outputs = num_text if attention_weights is None else None
+        hidden = self.decoder.forward_features(
+            embeddings, positions, mask, attention_weights=attention_weights, num_outputs=num_outputs
+        )
+        return hidden[:, -num_text:]  # (B, T, D)
 
     def forward(
         self,

@@ -47,9 +47,8 @@ class Projector(nn.Module):
         self.config = config
         in_width = vision_width * config.reduction**2 if config.mode == "pixel_shuffle" else vision_width
         hidden = round(decoder_width * config.hidden_mult)
-        self.mlp = nn.Sequential(
-            nn.Linear(in_width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, decoder_width)
-        )
+        # Exact GELU, as in the decoder's MLP (faster than the tanh approximation on CPUs).
+        self.mlp = nn.Sequential(nn.Linear(in_width, hidden), nn.GELU(), nn.Linear(hidden, decoder_width))
 
     def reduce(self, patches: torch.Tensor) -> torch.Tensor:
         if self.config.mode == "pixel_shuffle":
