@@ -288,7 +288,8 @@ def plot_fit(
     curve = np.geomspace(compute.min() / 1.5, max(compute.max(), target.flops) * 1.5, 200)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     axis.plot(curve, fit.predict(curve), color="tab:blue", label=f"fit: {fit.a:.3g} (C/C0)^-{fit.b:.3g} + {fit.c:.3g}")
-    axis.axhline(fit.c, color="tab:blue", linestyle=":", linewidth=1, label="irreducible loss c")
+    if fit.c > 0:  # a log axis has no room for c = 0
+        axis.axhline(fit.c, color="tab:blue", linestyle=":", linewidth=1, label="irreducible loss c")
     axis.scatter(compute, [r.val_loss for r in ladder], color="tab:blue", zorder=3, label="ladder (fitted)")
     for r in ladder:
         axis.annotate(r.preset, (r.flops, r.val_loss), textcoords="offset points", xytext=(4, 4), fontsize=7)
