@@ -4,6 +4,7 @@ user's mistake into one line on stderr and exit code 2 (no traceback)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from vlm.checkpoint import CheckpointError, load_model
+from vlm.data.catalog import DataPaths
 from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError
 from vlm.generate import GenerationConfig
@@ -122,6 +124,18 @@ def generation_config(args: argparse.Namespace) -> GenerationConfig:
     except ValueError as error:
         raise UsageError(str(error)) from None
     return config
+
+
+def add_data_path_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data locations (COCO, Karpathy, VQAv2)")
+    for field in dataclasses.fields(DataPaths):
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}", default=field.default, help=f"(default {field.default})"
+        )
+
+
+def data_paths(args: argparse.Namespace) -> DataPaths:
+    return DataPaths(**{field.name: getattr(args, field.name) for field in dataclasses.fields(DataPaths)})
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -20,8 +20,15 @@ import torch
 from tqdm import tqdm
 
 from vlm.checkpoint import load_model, save_model
-from vlm.cli.common import UsageError, load_matching_reward_model, resolve_device, run_command
-from vlm.data.catalog import DataPaths, build_dataset, parse_data_spec
+from vlm.cli.common import (
+    UsageError,
+    add_data_path_arguments,
+    data_paths,
+    load_matching_reward_model,
+    resolve_device,
+    run_command,
+)
+from vlm.data.catalog import build_dataset, parse_data_spec
 from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
 from vlm.evaluate import evaluate, load_samples
@@ -53,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reward-model", type=Path, default=DEFAULT_REWARD_MODEL, help="for --reward reward-model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_data_path_arguments(parser)
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     return parser
 
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         splits = {}
         for split, count in (("train", args.train_samples), (args.eval_split, args.eval_samples)):
             try:
-                splits[split] = load_samples(build_dataset(data_name, split, DataPaths(), mode="eval"), count)
+                splits[split] = load_samples(build_dataset(data_name, split, data_paths(args), mode="eval"), count)
             except ValueError as error:
                 raise UsageError(f"--data {data_name}: {error}") from None
             if any(s.question is not None for s in splits[split][:1]):

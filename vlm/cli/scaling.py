@@ -14,8 +14,9 @@ import argparse
 import sys
 import warnings
 
+from vlm.cli.common import add_data_path_arguments, data_paths
 from vlm.config import VLMConfig
-from vlm.data.catalog import DataPaths, parse_data_spec
+from vlm.data.catalog import parse_data_spec
 from vlm.scaling import LadderError, parse_ladder, predict_then_train
 from vlm.train import TrainConfig, TrainingData
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_data_path_arguments(parser)
     return parser
 
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         size = config.vision.image_size
         if size not in loaded:
             try:
-                loaded[size] = load_training_data(config, mixture, DataPaths(), args.val_samples, None)
+                loaded[size] = load_training_data(config, mixture, data_paths(args), args.val_samples, None)
             except (ValueError, FileNotFoundError) as error:
                 print(f"vlm-scaling: error: {error}", file=sys.stderr)
                 raise SystemExit(2) from None

@@ -19,8 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vlm.checkpoint import load_model
-from vlm.cli.common import UsageError, resolve_device, run_command
-from vlm.data.catalog import DataPaths, build_dataset, parse_data_spec
+from vlm.cli.common import UsageError, add_data_path_arguments, data_paths, resolve_device, run_command
+from vlm.data.catalog import build_dataset, parse_data_spec
 from vlm.data.transforms import build_transform
 from vlm.evaluate import load_samples
 from vlm.paths import DEFAULT_CHECKPOINT, REWARD_RUN_DIR
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_data_path_arguments(parser)
     return parser
 
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             samples = []
             for name in names:
                 try:
-                    samples += load_samples(build_dataset(name, split, DataPaths(), mode="eval"), count)
+                    samples += load_samples(build_dataset(name, split, data_paths(args), mode="eval"), count)
                 except ValueError as error:
                     raise UsageError(f"--data {name}: {error}") from None
             pairs[split] = preference_pairs(samples, seed)
