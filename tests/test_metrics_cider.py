@@ -102,3 +102,13 @@ def test_an_image_without_references_is_refused():
 def test_an_empty_set_is_refused():
     with pytest.raises(ValueError, match="no candidates"):
         cider_d({}, {})
+
+
+def test_document_frequencies_of_the_evaluated_set_change_nothing_and_a_corpus_scores_a_single_image():
+    from vlm.metrics.cider import document_frequencies
+
+    default = cider_d(CANDIDATES, REFERENCES)
+    assert cider_d(CANDIDATES, REFERENCES, frequencies=document_frequencies(REFERENCES)) == default
+    alone = {"identical": CANDIDATES["identical"]}, {"identical": REFERENCES["identical"]}
+    assert cider_d(*alone)[0] == 0.0  # its own set: every n-gram in every document
+    assert cider_d(*alone, frequencies=document_frequencies(REFERENCES))[0] > 1.0

@@ -3,6 +3,7 @@ import torch
 from helpers import tiny_model, tiny_tokenizer
 
 from vlm.generate import GenerationConfig, generate
+from vlm.metrics.cider import document_frequencies
 from vlm.reward import RewardModel
 from vlm.scst import (
     CiderReward,
@@ -76,6 +77,8 @@ def test_cider_reward_prefers_the_reference_and_reward_model_reward_scores_each_
     texts = [tokenizer.encode(t) for t in ["a red circle", "a red circle", "two blue squares"]]
     rewards = CiderReward(tokenizer)(torch.zeros(3, 3, 32, 32), texts, references)
     assert rewards.shape == (3,) and rewards[0] > rewards[1] and rewards[0] > rewards[2]
+    corpus = document_frequencies({i: refs for i, refs in enumerate(references * 3)})
+    assert CiderReward(tokenizer, corpus)(torch.zeros(1, 3, 32, 32), texts[:1], references[:1])[0] > 1.0
     scores = RewardModelReward(RewardModel(model), tokenizer)(torch.zeros(3, 3, 32, 32), texts, references)
     assert scores.shape == (3,)
 

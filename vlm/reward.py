@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from vlm.data.images import load_image
 from vlm.model import VisionLanguageModel
 from vlm.preferences import PreferencePair
 from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, build_optimizer, lr_factor, set_learning_rate
+from vlm.train import TrainConfig, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -116,11 +117,15 @@ def train_reward_model(
     device: torch.device | str = "cpu",
     log: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """`config.max_steps` steps of AdamW on random batches of pairs, with the training schedule (warm-up + cosine)
-    and per-part learning rates of vlm/train.py; the head learns at the decoder's rate. Returns the losses."""
+    """`config.max_steps` steps of AdamW on random batches of pairs, with the training schedule (warm-up + cosine),
+    per-part learning rates and autocast choice (`config.dtype`) of vlm/train.py; the head learns at the decoder's
+    rate. Returns the losses."""
     if not pairs:
         raise ValueError("no preference pairs to train on")
+    device = torch.device(device)
     model.to(device).train()
+    amp_dtype = autocast_dtype(device, config.dtype)
+    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     optimizer = build_optimizer(model.backbone, config)
     lr = config.lr_decoder
     optimizer.add_param_group({"params": list(model.head.parameters()), "lr": lr, "peak_lr": lr, "weight_decay": 0.0})
@@ -130,7 +135,8 @@ def train_reward_model(
     for step in range(config.max_steps):
         chosen_rows = torch.randint(len(pairs), (config.batch_size,), generator=generator).tolist()
         images, ids, mask = pair_batch([pairs[i] for i in chosen_rows], tokenizer, transform, max_text_len)
-        scores = model(images.to(device), ids.to(device), mask.to(device))  # (2B,)
+        with amp:
+            scores = model(images.to(device), ids.to(device), mask.to(device))  # (2B,)
         loss = bradley_terry_loss(*scores.chunk(2))
         loss.backward()
         set_learning_rate(optimizer, lr_factor(step, config))

@@ -20,7 +20,7 @@ import torch
 
 from vlm import masks
 from vlm.generate import GenerationConfig, generate
-from vlm.metrics.cider import cider_d
+from vlm.metrics.cider import DocumentFrequencies, cider_d
 from vlm.model import VisionLanguageModel
 from vlm.reward import RewardModel
 from vlm.tokenizer import Tokenizer
@@ -43,15 +43,16 @@ class CaptionReward(Protocol):
 
 
 class CiderReward:
-    """CIDEr-D of each caption against its image's references. Document frequencies come from the references of
-    the batch, as cider_d computes them (every caption of one call is about a different image)."""
+    """CIDEr-D of each caption against its image's references. Document frequencies are the training corpus's
+    (`document_frequencies` of every training image's references), as in SCST; without them, the batch's own."""
 
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Tokenizer, frequencies: DocumentFrequencies | None = None):
+        self.tokenizer, self.frequencies = tokenizer, frequencies
 
     def __call__(self, images, texts, references) -> torch.Tensor:
         candidates = {row: self.tokenizer.decode(ids).strip() for row, ids in enumerate(texts)}
-        _, scores = cider_d(candidates, {row: list(refs) for row, refs in enumerate(references)})
+        references = {row: list(refs) for row, refs in enumerate(references)}
+        _, scores = cider_d(candidates, references, frequencies=self.frequencies)
         return torch.tensor([scores[row] for row in range(len(texts))])
 
 

@@ -33,6 +33,7 @@ from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
 from vlm.evaluate import evaluate, load_samples
 from vlm.generate import GenerationConfig
+from vlm.metrics.cider import document_frequencies
 from vlm.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.predict import Predictor
 from vlm.scst import CiderReward, RewardModelReward, SCSTConfig, finetune
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             if any(s.question is not None for s in splits[split][:1]):
                 raise UsageError(f"--data {data_name} is a question set; SCST here fine-tunes captions")
         if args.reward == "cider":
-            reward = CiderReward(tokenizer)
+            corpus = {i: list(s.references) or [s.target] for i, s in enumerate(splits["train"])}
+            reward = CiderReward(tokenizer, document_frequencies(corpus))
         else:
             reward_model = load_matching_reward_model(args.reward_model, args.checkpoint, model, tokenizer)
             reward = RewardModelReward(reward_model, tokenizer)

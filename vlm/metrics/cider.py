@@ -12,6 +12,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 
 NGRAMS = 4
 SIGMA = 6.0  # standard deviation of the length penalty, in (bigram) tokens
@@ -70,14 +71,35 @@ def _tfidf(counts: Counter, document_frequency: Counter, log_num_docs: float) ->
     return vectors, [math.sqrt(n) for n in norms], length
 
 
+@dataclass(frozen=True)
+class DocumentFrequencies:
+    """In how many images' references each n-gram occurs, and the log of the number of images."""
+
+    counts: Counter
+    log_num_docs: float
+
+
+def document_frequencies(references: Mapping[Hashable, Sequence[str]], tokenized: bool = False) -> DocumentFrequencies:
+    """The n-gram document frequencies of a corpus of references (one document per image). SCST scores small
+    batches against those of the whole training set: a batch's own are too few to say which words are common."""
+    prepare = (lambda s: s) if tokenized else simple_tokenize
+    counts: Counter = Counter()
+    for refs in references.values():
+        counts.update({ngram for r in refs for ngram in _ngram_counts(prepare(r))})
+    return DocumentFrequencies(counts, math.log(float(max(len(references), 1))))
+
+
 def cider_d(
-    candidates: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], tokenized: bool = False
+    candidates: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]],
+    tokenized: bool = False,
+    frequencies: DocumentFrequencies | None = None,
 ) -> tuple[float, dict[Hashable, float]]:
     """Mean CIDEr-D over the ids and the score of each id. Text is tokenized with `simple_tokenize` unless
     tokenized=True (text the PTB tokenizer already split: then the numbers equal the toolkit's `Cider`).
 
     As in the toolkit, document frequencies come from the references given here, so a set of one image scores 0
-    (every n-gram is in every document)."""
+    (every n-gram is in every document); `frequencies` (from `document_frequencies`) replaces them by a corpus's."""
     if set(candidates) != set(references):
         differing = sorted(map(str, set(candidates) ^ set(references)))
         raise ValueError(f"candidates and references must have the same ids; differing: {differing[:5]}")
@@ -88,10 +110,13 @@ def cider_d(
         raise ValueError(f"every id needs at least one reference; none for {sorted(map(str, empty))[:5]}")
     prepare = (lambda s: s) if tokenized else simple_tokenize
     reference_counts = {key: [_ngram_counts(prepare(r)) for r in refs] for key, refs in references.items()}
-    document_frequency: Counter = Counter()
-    for counts in reference_counts.values():
-        document_frequency.update({ngram for c in counts for ngram in c})  # documents are images, not sentences
-    log_num_docs = math.log(float(len(references)))
+    if frequencies is None:
+        document_frequency: Counter = Counter()
+        for counts in reference_counts.values():
+            document_frequency.update({ngram for c in counts for ngram in c})  # documents are images, not sentences
+        log_num_docs = math.log(float(len(references)))
+    else:
+        document_frequency, log_num_docs = frequencies.counts, frequencies.log_num_docs
 
     scores = {}
     for key, candidate in candidates.items():
