@@ -78,7 +78,7 @@ def token_attention_maps(
     first = num_image + len(prompt) - 1  # the slot whose output is the first generated token
     to_image = combined[first : first + len(generated), :num_image]  # (n_generated, N_img)
     to_image = to_image / to_image.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    return to_image.reshape(len(generated), side, side).cpu()
+    return to_image.reshape(len(generated), side, side).cpu()  # row-major image-token grid, as the projector
 
 
 def save_attention_figure(

@@ -101,7 +101,7 @@ class Predictor:
                 candidates,
                 self.tokenizer.eos_id,
                 self.tokenizer.pad_id,
-            ).view(self.rerank, rows)
+            ).view(self.rerank, rows)  # (N * rows,) -> (N, rows)
         best = scores.argmax(dim=0).tolist()
         return [candidates[k * rows + i] for i, k in enumerate(best)]
 

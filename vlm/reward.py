@@ -105,7 +105,7 @@ def pair_batch(
     questions = [p.question for p in pairs] * 2
     sequences = [encode_text(tokenizer, q, t, max_text_len)[0] for q, t in zip(questions, texts)]
     ids, mask = left_pad(sequences, tokenizer.pad_id)
-    return images.repeat(2, 1, 1, 1), ids, mask
+    return images.repeat(2, 1, 1, 1), ids, mask  # (2B, 3, H, W): each image once for each of its two texts
 
 
 def train_reward_model(
@@ -137,7 +137,7 @@ def train_reward_model(
         images, ids, mask = pair_batch([pairs[i] for i in chosen_rows], tokenizer, transform, max_text_len)
         with amp:
             scores = model(images.to(device), ids.to(device), mask.to(device))  # (2B,)
-        loss = bradley_terry_loss(*scores.chunk(2))
+        loss = bradley_terry_loss(*scores.chunk(2))  # (2B,) -> chosen (B,), rejected (B,)
         loss.backward()
         set_learning_rate(optimizer, lr_factor(step, config))
         if config.grad_clip > 0:

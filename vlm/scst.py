@@ -49,7 +49,9 @@ class CiderReward:
     def __init__(self, tokenizer: Tokenizer, frequencies: DocumentFrequencies | None = None):
         self.tokenizer, self.frequencies = tokenizer, frequencies
 
-    def __call__(self, images, texts, references) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, texts: list[list[int]], references: Sequence[Sequence[str]]
+    ) -> torch.Tensor:
         candidates = {row: self.tokenizer.decode(ids).strip() for row, ids in enumerate(texts)}
         references = {row: list(refs) for row, refs in enumerate(references)}
         _, scores = cider_d(candidates, references, frequencies=self.frequencies)
@@ -63,7 +65,9 @@ class RewardModelReward:
         self.model, self.tokenizer = model.eval(), tokenizer
 
     @torch.no_grad()
-    def __call__(self, images, texts, references) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, texts: list[list[int]], references: Sequence[Sequence[str]]
+    ) -> torch.Tensor:
         prompts = [self.tokenizer.caption_prompt()] * len(texts)
         scores = self.model.score(images, prompts, texts, self.tokenizer.eos_id, self.tokenizer.pad_id)
         return scores.float().cpu()
@@ -137,13 +141,15 @@ def scst_step(
     )
     model.train(was_training)
     baseline = reward(images, greedy, references)  # (B,)
-    rewards = torch.cat([reward(images, samples[j * batch : (j + 1) * batch], references) for j in range(k)])
+    rewards = torch.cat(
+        [reward(images, samples[j * batch : (j + 1) * batch], references) for j in range(k)]
+    )  # (K * B,)
     amp = torch.autocast(images.device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     with amp:
         image_tokens = model.encode_images(images).repeat(k, 1, 1)  # (K * B, N_img, D)
         ended = [len(s) < max_new_tokens for s in samples]
         log_probs = sequence_log_probs(model, image_tokens, prompts * k, samples, ended, eos, pad)
-    baselines = baseline.repeat(k)
+    baselines = baseline.repeat(k)  # (K * B,): each sample against its own image's greedy caption
     loss = scst_loss(log_probs, rewards, baselines)
     stats = {
         "sample_reward": float(rewards.mean()),
