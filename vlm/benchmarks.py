@@ -1,23 +1,34 @@
-"""Timing of generation: ms per caption with and without the key/value cache, for any batch size and precision.
+"""Speed measurements: the machine's matrix-multiply ceiling, the training step (time, counted FLOPs, peak memory),
+and generation (ms per caption with and without the key/value cache, any batch size and precision).
 
-Random weights are enough (speed does not depend on what the weights say), so the end token is forbidden until
-every caption has exactly `new_tokens` tokens and both paths do the same work. `scripts/bench_generation.py`
-prints these numbers; the project benchmark (`scripts/bench.py`) reuses them.
+Random weights are enough (speed does not depend on what the weights say). In generation the end token is
+forbidden until every caption has exactly `new_tokens` tokens, so every path does the same work.
+`scripts/bench_generation.py` prints the generation numbers; `scripts/bench.py` prints all of them, for our model
+and for its peer (`vlm/peer.py`).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
 
-from vlm.config import get_preset
+from vlm.config import VLMConfig, get_preset
+from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
 from vlm.generate import GenerationConfig, generate
 from vlm.model import VisionLanguageModel
 from vlm.tokenizer import Tokenizer
+from vlm.train import TrainConfig, TrainingData, autocast_dtype, build_optimizer
 
 # Enough words for a tokenizer the size of a small caption vocabulary (the embedding table and output layer are
 # part of every decoding step, so their size should be realistic).
@@ -26,6 +37,227 @@ BENCH_TEXTS = [
     "two green triangles above a yellow star and three purple hexagons below an orange diamond",
     "is there a gray cross? what color is the shape? how many shapes are there? yes no",
 ]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def seconds_per_call(function: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of `function()` over `repeats` calls, after one warm-up call (allocations, kernel choice)."""
+    function()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ceiling: what the machine's matrix multiply reaches at the shapes the model multiplies
+
+
+@dataclass
+class MatmulSpeed:
+    name: str  # the part of the model with this shape
+    dtype: str
+    rows: int  # (rows, inner) @ (inner, cols); rows may be fewer than the model's where the dtype is slow
+    inner: int
+    cols: int
+    gflops: float
+
+
+def model_matmul_shapes(config: VLMConfig, batch_size: int, text_tokens: int) -> list[tuple[str, int, int, int]]:
+    """(name, rows, inner, cols) of the model's largest matrix multiplies in a training step: the MLPs and the
+    attention input projection, with every position of the batch as a row."""
+    vision, decoder = config.vision, config.decoder
+    slots = batch_size * (config.num_image_tokens + text_tokens)
+    return [
+        ("vision MLP", batch_size * vision.num_patches, vision.width, round(vision.width * vision.mlp_ratio)),
+        ("decoder qkv", slots, decoder.width, 3 * decoder.width),
+        ("decoder MLP", slots, decoder.width, round(decoder.width * decoder.mlp_ratio)),
+    ]
+
+
+def matmul_gflops(
+    rows: int,
+    inner: int,
+    cols: int,
+    dtype: torch.dtype,
+    device: str | torch.device = "cpu",
+    seconds: float = 0.3,
+    max_call_s: float = 0.1,
+) -> tuple[float, int]:
+    """GFLOP/s of (rows, inner) @ (inner, cols) in `dtype`, timed for about `seconds`. Returns it with the rows used:
+    where one call would take longer than `max_call_s` (bf16 on a CPU without bf16 instructions runs ~100x slower
+    than float32) the rows are cut so that it does not, which leaves the rate per row as it was."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+
+    def rate(rows: int, calls: int) -> float:
+        left = torch.randn(rows, inner, generator=generator).to(device, dtype)
+        right = torch.randn(inner, cols, generator=generator).to(device, dtype)
+        elapsed = seconds_per_call(lambda: torch.mm(left, right), calls, device)
+        return 2 * rows * inner * cols / elapsed
+
+    probe_rows = min(rows, 64)
+    probe = rate(probe_rows, 1)
+    rows = max(probe_rows, min(rows, int(max_call_s * probe / (2 * inner * cols))))
+    calls = max(3, min(100, int(seconds * probe / (2 * rows * inner * cols))))
+    return rate(rows, calls) / 1e9, rows
+
+
+def matmul_ceiling(
+    config: VLMConfig,
+    batch_size: int,
+    text_tokens: int,
+    dtypes: Sequence[str] = ("float32", "bfloat16"),
+    device: str | torch.device = "cpu",
+) -> list[MatmulSpeed]:
+    """The matrix-multiply speed at each of the model's large shapes, in each dtype; the ceiling is the best."""
+    return [
+        MatmulSpeed(name, dtype, used_rows, inner, cols, gflops)
+        for dtype in dtypes
+        for name, rows, inner, cols in model_matmul_shapes(config, batch_size, text_tokens)
+        for gflops, used_rows in [matmul_gflops(rows, inner, cols, DTYPES[dtype], device)]
+    ]
+
+
+def ceiling_gflops(speeds: Sequence[MatmulSpeed], dtype: str) -> float:
+    return max(s.gflops for s in speeds if s.dtype == dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training step
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Bytes of tensor storage made by operations inside the mode and still alive, and their peak. Works on every
+    device (the CPU allocator keeps no statistics). A storage is counted once however many views share it, and
+    leaves the count when its memory is freed: PyTorch keeps a storage's Python object alive exactly as long as the
+    storage, so a finalizer on it runs at the free."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(output)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage._cdata
+            if key in self._sizes or storage.nbytes() == 0:
+                continue
+            self._sizes[key] = storage.nbytes()
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key)
+        return output
+
+
+def tensor_bytes(tensors: Sequence[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind `tensors`."""
+    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    autocast_dtype: torch.dtype = torch.float32,
+    grad_clip: float = 1.0,
+) -> torch.Tensor:
+    """One step on `batch` as `vlm.train.train` takes it (one process, no gradient accumulation): loss under
+    autocast, backward, clipping, AdamW, gradients cleared. Any model whose `forward(**batch)` is the loss will do
+    (ours, or the peer). Returns the loss."""
+    device_type = next(model.parameters()).device.type
+    amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype != torch.float32 else nullcontext()
+    with amp:
+        loss = model(**batch)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+@dataclass
+class StepMeasurement:
+    batch_size: int
+    text_tokens: int  # real (unpadded) text tokens in the batch
+    dtype: str
+    seconds: float  # per step, median
+    flops: float  # per step, counted (forward and backward matrix products; AdamW's elementwise work is not)
+    peak_bytes: int  # live tensors at the step's peak: weights, optimizer state, batch, activations, gradients
+    parameters: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.text_tokens / self.seconds
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+
+def count_step(step: Callable[[], object], persistent: Sequence[torch.Tensor]) -> tuple[int, int]:
+    """FLOPs of one call of `step` and its peak bytes of live tensors, counting `persistent` (weights, optimizer
+    state, the batch: alive before the step) once."""
+    with FlopCounterMode(display=False) as flops, LiveTensorBytes() as memory:
+        step()
+    return flops.get_total_flops(), tensor_bytes(persistent) + memory.peak
+
+
+def measure_training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    autocast_dtype: torch.dtype = torch.float32,
+    repeats: int = 5,
+    grad_clip: float = 1.0,
+) -> StepMeasurement:
+    """Time, FLOPs and peak memory of a training step on `batch` (already on the model's device). The weights
+    change as the steps run; speed does not depend on them."""
+    device = next(model.parameters()).device
+
+    def step() -> None:
+        optimizer_step(model, optimizer, batch, autocast_dtype, grad_clip)
+
+    model.train()
+    step()  # AdamW makes its state on the first step: measure the steady state after it
+    persistent = [*model.parameters(), *batch.values()]
+    persistent += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    flops, peak_bytes = count_step(step, persistent)
+    seconds = seconds_per_call(step, repeats, device)
+    return StepMeasurement(
+        batch_size=len(batch["images"]),
+        text_tokens=int(batch["attention_mask"].sum()),
+        dtype="bfloat16" if autocast_dtype == torch.bfloat16 else "float32",
+        seconds=seconds,
+        flops=flops,
+        peak_bytes=peak_bytes,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation
 
 
 @dataclass
@@ -41,31 +273,18 @@ class GenerationTiming:
         return self.ms_no_cache / self.ms_cache
 
 
-def seconds_per_call(function, repeats: int, device: torch.device) -> float:
-    """Median wall time of `function()` over `repeats` calls, after one warm-up call (allocations, kernel choice)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def time_generation(
-    model: VisionLanguageModel,
+    model: nn.Module,
     tokenizer: Tokenizer,
     batch_size: int,
     use_cache: bool,
     new_tokens: int = 32,
     autocast_dtype: torch.dtype | None = None,
     repeats: int = 3,
+    generate_fn: Callable[..., list[list[int]]] = generate,
 ) -> float:
-    """Milliseconds per caption (image encoding included) for greedy captions of exactly `new_tokens` tokens."""
+    """Milliseconds per caption (image encoding included) for greedy captions of exactly `new_tokens` tokens.
+    `generate_fn` has `vlm.generate.generate`'s signature (the peer's is `vlm.peer.peer_generate`)."""
     device = next(model.parameters()).device
     size = model.config.vision.image_size
     generator = torch.Generator().manual_seed(0)
@@ -74,12 +293,46 @@ def time_generation(
     config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=use_cache)
 
     def run() -> None:
-        outputs = generate(
+        outputs = generate_fn(
             model, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config, autocast_dtype=autocast_dtype
         )
         assert all(len(row) == new_tokens for row in outputs)
 
     return 1000 * seconds_per_call(run, repeats, device) / batch_size
+
+
+def generation_timings(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    batch_sizes: Sequence[int] = (1, 32),
+    dtypes: Sequence[str] = ("float32",),
+    new_tokens: int = 32,
+    repeats: int = 3,
+    generate_fn: Callable[..., list[list[int]]] = generate,
+) -> list[GenerationTiming]:
+    """`model` timed at every batch size and dtype, with and without the cache."""
+    model.eval()
+    timings = []
+    for dtype in dtypes:
+        autocast_dtype = None if dtype == "float32" else DTYPES[dtype]
+        for batch_size in batch_sizes:
+            ms = {
+                use_cache: time_generation(
+                    model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, repeats, generate_fn
+                )
+                for use_cache in (True, False)
+            }
+            timings.append(GenerationTiming(batch_size, dtype, new_tokens, ms[True], ms[False]))
+    return timings
+
+
+def check_generation_fits(config: VLMConfig, tokenizer: Tokenizer, new_tokens: int, name: str) -> None:
+    needed = config.num_image_tokens + len(tokenizer.caption_prompt()) + new_tokens
+    if needed > config.decoder.max_positions:
+        raise ValueError(
+            f"{new_tokens} new tokens need {needed} positions, but preset {name!r} has "
+            f"decoder.max_positions={config.decoder.max_positions}"
+        )
 
 
 def benchmark_generation(
@@ -94,24 +347,10 @@ def benchmark_generation(
     tokenizer = Tokenizer.build(BENCH_TEXTS)
     config = get_preset(preset)
     config.decoder.vocab_size = tokenizer.vocab_size
-    needed = config.num_image_tokens + len(tokenizer.caption_prompt()) + new_tokens
-    if needed > config.decoder.max_positions:
-        raise ValueError(
-            f"{new_tokens} new tokens need {needed} positions, but preset {preset!r} has "
-            f"decoder.max_positions={config.decoder.max_positions}"
-        )
+    check_generation_fits(config, tokenizer, new_tokens, preset)
     torch.manual_seed(0)
-    model = VisionLanguageModel(config).to(device).eval()
-    timings = []
-    for dtype in dtypes:
-        autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}[dtype]
-        for batch_size in batch_sizes:
-            ms = {
-                use_cache: time_generation(model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, repeats)
-                for use_cache in (True, False)
-            }
-            timings.append(GenerationTiming(batch_size, dtype, new_tokens, ms[True], ms[False]))
-    return timings
+    model = VisionLanguageModel(config).to(device)
+    return generation_timings(model, tokenizer, batch_sizes, dtypes, new_tokens, repeats)
 
 
 def format_timings(timings: Sequence[GenerationTiming]) -> str:
@@ -124,4 +363,164 @@ def format_timings(timings: Sequence[GenerationTiming]) -> str:
             f"{t.batch_size:>5}  {t.dtype:<8}  {t.new_tokens:>10}  {t.ms_cache:>16.2f}  {t.ms_no_cache:>19.2f}  "
             f"{t.speedup:>12.1f}x"
         )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our model against its peer (vlm/peer.py): same batch, optimizer and precision
+
+
+def first_training_batch(data: TrainingData, config: VLMConfig, batch_size: int, seed: int = 0) -> dict:
+    """The first batch the training loop would draw from `data` (mixture order, augmentation, padding): what a
+    step really sees, captions and questions of real lengths."""
+    dataset = TokenizedDataset(
+        MixtureDataset(data.train_parts), data.tokenizer, data.train_transform, config.max_text_len
+    )
+    sampler = MixtureSampler([len(part) for part in data.train_parts], seed=seed)
+    return next(iter(training_loader(dataset, sampler, batch_size)))
+
+
+@dataclass
+class ModelSpeed:
+    step: StepMeasurement
+    generation: list[GenerationTiming]
+
+
+@dataclass
+class SpeedComparison:
+    preset: str
+    ceiling: list[MatmulSpeed]
+    ours: ModelSpeed
+    peer: ModelSpeed
+    peer_mlp_width: int  # GPT-2's MLP hidden width that matches the parameter counts
+
+    def share_of_ceiling(self, speed: ModelSpeed) -> float:
+        return speed.step.gflops / ceiling_gflops(self.ceiling, speed.step.dtype)
+
+    @property
+    def images_per_s_ratio(self) -> float:
+        """Ours over the peer's: above 1, ours trains faster."""
+        return self.ours.step.images_per_s / self.peer.step.images_per_s
+
+    def generation_ratio(self, batch_size: int, cache: bool = True) -> float:
+        """The peer's ms per caption over ours: above 1, ours generates faster."""
+        ours, peer = (
+            next(t for t in speed.generation if t.batch_size == batch_size) for speed in (self.ours, self.peer)
+        )
+        return peer.ms_cache / ours.ms_cache if cache else peer.ms_no_cache / ours.ms_no_cache
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything measured plus the derived rates and ratios, for the JSON report."""
+
+        def model(speed: ModelSpeed) -> dict[str, Any]:
+            step = speed.step
+            derived = {"images_per_s": step.images_per_s, "tokens_per_s": step.tokens_per_s, "gflops": step.gflops}
+            return {
+                "step": {**asdict(step), **derived, "share_of_ceiling": self.share_of_ceiling(speed)},
+                "generation": [{**asdict(t), "cache_speedup": t.speedup} for t in speed.generation],
+            }
+
+        sizes = [t.batch_size for t in self.ours.generation]
+        return {
+            "preset": self.preset,
+            "ceiling": [asdict(s) for s in self.ceiling],
+            "ceiling_gflops": {
+                d: ceiling_gflops(self.ceiling, d) for d in dict.fromkeys(s.dtype for s in self.ceiling)
+            },
+            "ours": model(self.ours),
+            "peer": {**model(self.peer), "mlp_width": self.peer_mlp_width},
+            "ratios": {
+                "images_per_s": self.images_per_s_ratio,
+                **{f"generation_batch_{b}_cache": self.generation_ratio(b) for b in sizes},
+                **{f"generation_batch_{b}_no_cache": self.generation_ratio(b, cache=False) for b in sizes},
+            },
+        }
+
+
+def compare_speed(
+    preset: str,
+    config: VLMConfig,
+    tokenizer: Tokenizer,
+    batch: dict[str, torch.Tensor],
+    train_config: TrainConfig,
+    device: str | torch.device = "cpu",
+    generation_batch_sizes: Sequence[int] = (1, 32),
+    new_tokens: int = 32,
+    repeats: int = 5,
+    ceiling_dtypes: Sequence[str] = ("float32", "bfloat16"),
+) -> SpeedComparison:
+    """The ceiling at this config's shapes, then for our model and its peer: the training step on `batch` and
+    generation, in the precision training would use (`train_config.dtype`) with the optimizer it would build."""
+    from vlm.peer import PeerModel, build_peer_optimizer, peer_generate
+
+    device = torch.device(device)
+    config.decoder.vocab_size = tokenizer.vocab_size
+    check_generation_fits(config, tokenizer, new_tokens, preset)
+    batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    amp_dtype = autocast_dtype(device, train_config.dtype)
+    dtype = "bfloat16" if amp_dtype == torch.bfloat16 else "float32"
+    ceiling = matmul_ceiling(config, len(batch["images"]), batch["input_ids"].shape[1], ceiling_dtypes, device)
+
+    def measure(model: nn.Module, optimizer: torch.optim.Optimizer, generate_fn: Callable) -> ModelSpeed:
+        step = measure_training_step(model, optimizer, batch, amp_dtype, repeats, train_config.grad_clip)
+        timings = generation_timings(
+            model, tokenizer, generation_batch_sizes, [dtype], new_tokens, max(1, repeats // 2), generate_fn
+        )
+        return ModelSpeed(step, timings)
+
+    torch.manual_seed(train_config.seed)
+    ours = VisionLanguageModel(config).to(device)
+    our_speed = measure(ours, build_optimizer(ours, train_config), generate)
+    del ours
+    torch.manual_seed(train_config.seed)
+    peer = PeerModel(config, tokenizer).to(device)
+    peer_speed = measure(peer, build_peer_optimizer(peer, train_config), peer_generate)
+    return SpeedComparison(preset, ceiling, our_speed, peer_speed, peer.mlp_width)
+
+
+def format_ceiling(comparisons: Sequence[SpeedComparison]) -> str:
+    lines = ["matrix multiply at the model's shapes, GFLOP/s ((rows, inner) @ (inner, cols); rows cut where slow)"]
+    for comparison in comparisons:
+        for speed in comparison.ceiling:
+            lines.append(
+                f"  {comparison.preset:<8} {speed.dtype:<8} {speed.name:<12} ({speed.rows:>5}, {speed.inner:>4}) @ "
+                f"({speed.inner:>4}, {speed.cols:>4})  {speed.gflops:9.1f}"
+            )
+    return "\n".join(lines)
+
+
+def format_steps(comparisons: Sequence[SpeedComparison]) -> str:
+    header = (
+        f"  {'preset':<8} {'model':<5} {'params':>8} {'dtype':<8} {'batch':>5} {'images/s':>9} {'tokens/s':>9} "
+        f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'peak MB':>8}"
+    )
+    lines = ["training step (forward, backward, clipping, AdamW)", header]
+    for comparison in comparisons:
+        for name, speed in (("ours", comparison.ours), ("peer", comparison.peer)):
+            step = speed.step
+            lines.append(
+                f"  {comparison.preset:<8} {name:<5} {step.parameters / 1e6:>7.2f}M {step.dtype:<8} {step.batch_size:>5} "
+                f"{step.images_per_s:>9.1f} {step.tokens_per_s:>9.0f} {step.flops / 1e9:>10.2f} {step.gflops:>8.1f} "
+                f"{comparison.share_of_ceiling(speed):>10.0%} {step.peak_bytes / 2**20:>8.0f}"
+            )
+        lines.append(f"  {comparison.preset:<8} ours/peer images/s: {comparison.images_per_s_ratio:.2f}x")
+    return "\n".join(lines)
+
+
+def format_generation(comparisons: Sequence[SpeedComparison]) -> str:
+    lines = [
+        "generation, ms per caption (greedy, image encoding included)",
+        f"  {'preset':<8} {'model':<5} {'dtype':<8} {'batch':>5} {'new tokens':>10} {'cache':>8} {'no cache':>9}",
+    ]
+    for comparison in comparisons:
+        for name, speed in (("ours", comparison.ours), ("peer", comparison.peer)):
+            for t in speed.generation:
+                lines.append(
+                    f"  {comparison.preset:<8} {name:<5} {t.dtype:<8} {t.batch_size:>5} {t.new_tokens:>10} "
+                    f"{t.ms_cache:>8.2f} {t.ms_no_cache:>9.2f}"
+                )
+        ratios = ", ".join(
+            f"batch {t.batch_size} {comparison.generation_ratio(t.batch_size):.2f}x" for t in comparison.ours.generation
+        )
+        lines.append(f"  {comparison.preset:<8} ours/peer speed with the cache: {ratios}")
     return "\n".join(lines)

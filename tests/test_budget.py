@@ -1,0 +1,67 @@
+"""vlm/budget.py: training for a wall-clock budget, with accuracy checks that do not count as training time."""
+
+import time
+
+import pytest
+import torch
+from helpers import ColourSamples, tiny_model
+
+from vlm.budget import AccuracyCheck, BudgetRun, spread_subset, time_schedule, train_for_budget
+from vlm.data.catalog import texts_of
+from vlm.data.transforms import build_transform
+from vlm.tokenizer import Tokenizer
+from vlm.train import TrainConfig, TrainingData, build_optimizer
+
+
+def colour_data() -> TrainingData:
+    train_set = ColourSamples(64, seed=0)
+    return TrainingData(
+        train_parts=[train_set],
+        val=ColourSamples(8, seed=1),
+        tokenizer=Tokenizer.build(texts_of(train_set)),
+        train_transform=build_transform(32, train=True),
+        eval_transform=build_transform(32, train=False),
+    )
+
+
+def test_the_schedule_warms_up_then_decays_over_the_budget():
+    config = TrainConfig(max_steps=1000, warmup_steps=100, min_lr_ratio=0.1)
+    assert time_schedule(0.0, config) == pytest.approx(1 / 1000)  # warm-up: the first 10% of the time
+    assert time_schedule(0.1, config) == pytest.approx(1.0)
+    assert time_schedule(0.55, config) == pytest.approx(0.55, abs=0.01)  # half way down the cosine
+    assert time_schedule(1.0, config) == pytest.approx(0.1)
+    assert time_schedule(1.5, config) == pytest.approx(0.1)  # the last step may end after the budget
+
+
+def test_checks_run_on_schedule_and_their_time_is_not_training_time():
+    data = colour_data()
+    model = tiny_model(data.tokenizer)
+    config = TrainConfig(batch_size=8, num_workers=0, warmup_steps=1, max_steps=10)
+    accuracies = iter([0.5, 0.96, 0.97, 0.99, 1.0, 1.0, 1.0, 1.0])
+
+    def slow_check(model: torch.nn.Module) -> float:
+        time.sleep(0.3)
+        return next(accuracies)
+
+    run = BudgetRun("ours", 0, budget_s=0.6)
+    started = time.perf_counter()
+    train_for_budget(model, build_optimizer(model, config), data, config, 40, 0.6, slow_check, 0.2, run)
+    wall = time.perf_counter() - started
+    seconds = [check.seconds for check in run.checks]
+    assert len(seconds) >= 3 and seconds == sorted(seconds)
+    assert 0.6 <= seconds[-1] < wall - 0.3 * len(seconds) + 0.05  # sleeping in checks was not counted
+    assert run.steps == run.checks[-1].step and run.images == 8 * run.steps
+    assert model.training  # a check may leave the model in eval mode; training goes on in train mode
+    assert run.seconds_to(0.95) == seconds[1]
+
+
+def test_time_to_target_is_none_when_no_check_reaches_it():
+    run = BudgetRun("peer", 10, 5.0, checks=[AccuracyCheck(1.0, 3, 0.5), AccuracyCheck(2.0, 6, 0.94)])
+    assert run.seconds_to(0.95) is None
+    assert run.seconds_to(0.9) == 2.0
+
+
+def test_a_subset_is_spread_over_the_whole_set():
+    subset = spread_subset(list(range(100)), 4)
+    assert [subset[i] for i in range(len(subset))] == [0, 25, 50, 75]
+    assert len(spread_subset(list(range(3)), 10)) == 3
