@@ -80,9 +80,10 @@ def train_for_budget(
     check: Callable[[nn.Module], float],
     check_every_s: float,
     run: BudgetRun,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> BudgetRun:
     """Train `model` for `budget_s` seconds of training time (data loading included, checks excluded), calling
-    `check(model)` every `check_every_s` seconds and at the end; fills in `run`."""
+    `check(model)` every `check_every_s` seconds and at the end; fills in `run`. `clock` gives seconds."""
     if budget_s <= 0 or check_every_s <= 0:
         raise ValueError(f"budget_s and check_every_s must be positive, got {budget_s} and {check_every_s}")
     device = next(model.parameters()).device
@@ -101,7 +102,7 @@ def train_for_budget(
     model.train()
     while elapsed < budget_s:
         sampler.set_epoch(epoch)
-        start = time.perf_counter()
+        start = clock()
         for batch in loader:
             batch = {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
             set_learning_rate(optimizer, time_schedule(elapsed / budget_s, config))
@@ -110,14 +111,14 @@ def train_for_budget(
                 raise TrainingDiverged(f"{run.model}: loss became {float(loss)} at step {run.steps + 1}")
             run.steps += 1
             run.images += len(batch["images"])
-            now = time.perf_counter()
+            now = clock()
             elapsed += now - start
             if elapsed >= next_check or elapsed >= budget_s:
                 run.checks.append(AccuracyCheck(elapsed, run.steps, check(model)))
                 model.train()
                 while next_check <= elapsed:
                     next_check += check_every_s
-                now = time.perf_counter()  # the check's own time is not training time
+                now = clock()  # the check's own time is not training time
             start = now
             if elapsed >= budget_s:
                 break
@@ -167,7 +168,7 @@ def compare_under_budget(
     for name in models:
         if name not in ("ours", "peer"):
             raise ValueError(f"unknown model {name!r}; choose ours or peer")
-        log(f"{name}: training for {budget_s:.0f} s")
+        log(f"{name}: training for {budget_s:g} s")
         run, model = _train_one(name, config, train_config, data, budget_s, check_every_s, val_questions, device, log)
         run.test = score_test_sets(_predictor(name, model, data, train_config, device), test_limit)
         log(f"  {name}: test {run.test}")
@@ -218,7 +219,7 @@ def _train_one(
 
 def format_budget_runs(runs: Sequence[BudgetRun], target: float) -> str:
     lines = [
-        f"same wall-clock budget ({runs[0].budget_s:.0f} s of training each), then the test sets",
+        f"same wall-clock budget ({runs[0].budget_s:g} s of training each), then the test sets",
         f"  {'model':<5} {'params':>8} {'steps':>6} {'images':>8} {'easy-VQA acc':>12} {'caption CIDEr':>13} "
         f"{f'time to {target:.0%} easy-VQA':>22}",
     ]
