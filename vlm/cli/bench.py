@@ -3,6 +3,7 @@ cross-attention) of the same size, both with random weights built from configs. 
 
 python scripts/bench.py                          # tiny and default presets, then a 600 s wall-clock race
 python scripts/bench.py --skip-budget            # speed only (a few minutes)
+python scripts/bench.py --skip-speed --budget-s 1800 --check-every-s 60
 python scripts/bench.py --presets default large --threads 1 --out runs/bench/cpu1.json
 
 Prints, and writes as JSON to --out: the matrix-multiply ceiling at each preset's shapes (float32 and bfloat16);
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed training steps per model (median shown)")
     parser.add_argument("--budget-s", type=float, default=600.0, help="training seconds per model in the race")
     parser.add_argument("--skip-budget", action="store_true", help="speed only: no wall-clock race")
+    parser.add_argument("--skip-speed", action="store_true", help="the wall-clock race only")
     parser.add_argument("--budget-preset", default="default", help="preset of the race")
     parser.add_argument("--check-every-s", type=float, default=30.0, help="training seconds between accuracy checks")
     parser.add_argument("--check-samples", type=int, default=300, help="easy-VQA validation questions per check")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     # One tokenizer for every preset and both models: the vocabulary of the built-in training data.
     data = load_training_data(get_preset(args.budget_preset), mixture, DataPaths(), 1, None)
     comparisons = []
-    for preset in args.presets:
+    for preset in [] if args.skip_speed else args.presets:
         config = get_preset(preset)
         size = config.vision.image_size
         preset_data = dataclasses.replace(
@@ -130,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
                 args.repeats,
             )
         )
-    print()
-    print(format_ceiling(comparisons))
-    print(format_steps(comparisons))
-    print(format_generation(comparisons), flush=True)
+    if comparisons:
+        print()
+        print(format_ceiling(comparisons))
+        print(format_steps(comparisons))
+        print(format_generation(comparisons), flush=True)
     report: dict = {"machine": info, "arguments": vars(args), "speed": [c.to_dict() for c in comparisons]}
 
     report["budget"] = None
