@@ -118,12 +118,12 @@ def matmul_ceiling(
     device: str | torch.device = "cpu",
 ) -> list[MatmulSpeed]:
     """The matrix-multiply speed at each of the model's large shapes, in each dtype; the ceiling is the best."""
-    return [
-        MatmulSpeed(name, dtype, used_rows, inner, cols, gflops)
-        for dtype in dtypes
-        for name, rows, inner, cols in model_matmul_shapes(config, batch_size, text_tokens)
-        for gflops, used_rows in [matmul_gflops(rows, inner, cols, DTYPES[dtype], device)]
-    ]
+    speeds = []
+    for dtype in dtypes:
+        for name, rows, inner, cols in model_matmul_shapes(config, batch_size, text_tokens):
+            gflops, used_rows = matmul_gflops(rows, inner, cols, DTYPES[dtype], device)
+            speeds.append(MatmulSpeed(name, dtype, used_rows, inner, cols, gflops))
+    return speeds
 
 
 def ceiling_gflops(speeds: Sequence[MatmulSpeed], dtype: str) -> float:
