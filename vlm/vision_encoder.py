@@ -32,6 +32,13 @@ def conv_stem(patch_size: int, width: int) -> nn.Sequential:
         # BatchNorm would tie an image's features to its batch; the ViT's LayerNorms follow.
         layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GELU()]
     layers.append(nn.Conv2d(channels[-1], width, 1))
+    # Without norms, PyTorch's default conv init shrinks the signal at every layer: the stem's output came out ~10x
+    # weaker than the ViT's position embeddings, so every image looked alike to the decoder and training sat at the
+    # language prior for thousands of steps. He init keeps each layer's output at the scale of its input.
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu" if layer.kernel_size[0] == 3 else "linear")
+            nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from vlm.config import VisionConfig
+from vlm.vision_encoder import VisionEncoder, conv_stem
+
+
+@pytest.mark.parametrize("patch_size", [4, 8, 16])
+def test_conv_stem_gives_the_patch_grid_of_the_projection_it_replaces(patch_size):
+    images = torch.randn(2, 3, 64, 64)
+    patch = VisionEncoder(VisionConfig(image_size=64, patch_size=patch_size, width=32, depth=1, heads=2))
+    conv = VisionEncoder(VisionConfig(image_size=64, patch_size=patch_size, width=32, depth=1, heads=2, stem="conv"))
+    assert conv(images).shape == patch(images).shape == (2, (64 // patch_size) ** 2, 32)
+
+
+def test_conv_stem_refuses_a_patch_size_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power-of-two"):
+        conv_stem(6, 32)
+
+
+@pytest.mark.parametrize("patch_size", [8, 16])
+def test_conv_stem_output_outweighs_the_position_embeddings_at_init(patch_size):
+    # If what the stem says about the image is small next to the position embeddings (std 0.02), every image
+    # looks alike to the layers above and the model learns its language prior long before it looks.
+    torch.manual_seed(0)
+    stem = conv_stem(patch_size, 128)
+    images = torch.rand(16, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        features = stem(images)  # (B, 128, grid, grid)
+    assert features.std(dim=0).mean() > 10 * 0.02
