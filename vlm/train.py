@@ -36,7 +36,8 @@ from vlm.tokenizer import Tokenizer
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/main"
-    max_steps: int = 2000
+    # ~12 minutes of the default preset on a 2-core AVX2 CPU in float32 (~95 images/s), validation included.
+    max_steps: int = 1000
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1
     lr_decoder: float = 1e-3
