@@ -28,3 +28,10 @@ def test_conv_stem_output_outweighs_the_position_embeddings_at_init(patch_size):
     with torch.no_grad():
         features = stem(images)  # (B, 128, grid, grid)
     assert features.std(dim=0).mean() > 10 * 0.02
+
+
+def test_a_weights_file_with_the_conv_stem_is_refused_before_anything_is_loaded(tmp_path):
+    weights = tmp_path / "vit.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="vision.stem=patch"):
+        VisionEncoder(VisionConfig(stem="conv", weights_file=str(weights)))

@@ -47,6 +47,11 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.config = config
         weights = config.weights_file
+        if weights is not None and config.stem != "patch":
+            raise ValueError(
+                f"vision.weights_file {weights!r} holds a patch projection; vision.stem={config.stem!r} would replace "
+                "it with untrained convolutions: set vision.stem=patch"
+            )
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"vision.weights_file {weights!r} does not exist")
         self.vit = timm.create_model(
