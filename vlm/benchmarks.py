@@ -28,7 +28,7 @@ from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, t
 from vlm.generate import GenerationConfig, generate
 from vlm.model import VisionLanguageModel
 from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, TrainingData, autocast_dtype, build_optimizer
+from vlm.train import TrainConfig, TrainingData, apply_gradients, autocast_dtype, build_optimizer
 
 # Enough words for a tokenizer the size of a small caption vocabulary (the embedding table and output layer are
 # part of every decoding step, so their size should be realistic).
@@ -186,10 +186,7 @@ def optimizer_step(
     with amp:
         loss = model(**batch)
     loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    apply_gradients(model, optimizer, grad_clip)
     return loss.detach()
 
 

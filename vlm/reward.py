@@ -24,7 +24,7 @@ from vlm.data.images import load_image
 from vlm.model import VisionLanguageModel
 from vlm.preferences import PreferencePair
 from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
+from vlm.train import TrainConfig, apply_gradients, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -140,10 +140,7 @@ def train_reward_model(
         loss = bradley_terry_loss(*scores.chunk(2))  # (2B,) -> chosen (B,), rejected (B,)
         loss.backward()
         set_learning_rate(optimizer, lr_factor(step, config))
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(model, optimizer, config.grad_clip)
         losses.append(float(loss.detach()))
         if log is not None:
             log(step + 1, losses[-1])

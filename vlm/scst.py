@@ -24,7 +24,7 @@ from vlm.metrics.cider import DocumentFrequencies, cider_d
 from vlm.model import VisionLanguageModel
 from vlm.reward import RewardModel
 from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
+from vlm.train import TrainConfig, apply_gradients, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
 
 
 @dataclass
@@ -190,10 +190,7 @@ def finetune(
         )
         loss.backward()
         set_learning_rate(optimizer, lr_factor(step, train_config))
-        if train_config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(model, optimizer, train_config.grad_clip)
         history.append({"step": step + 1, "loss": float(loss.detach()), **stats})
         if log is not None:
             log(step + 1, float(loss.detach()), stats)

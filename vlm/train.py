@@ -137,6 +137,15 @@ def build_optimizer(model: VisionLanguageModel, config: TrainConfig, fused: bool
     return torch.optim.AdamW(groups, betas=config.betas, fused=fused)
 
 
+def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+    """The end of every training step here (main loop, reward model, SCST, benchmark): clip the gradients' global
+    norm to `grad_clip` (0: no clipping), take the optimizer step, clear the gradients."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> float:
     for group in optimizer.param_groups:
         group["lr"] = group["peak_lr"] * factor
@@ -411,10 +420,7 @@ def train(
                     f"checkpoint in {checkpoint_dir} is intact (resume from it with a lower learning rate)"
                 )
             lr = set_learning_rate(optimizer, lr_factor(state.step, config))
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(model, optimizer, config.grad_clip)
             state.step += 1
             progress.update(1)
             if state.step % config.log_every == 0 or state.step == config.max_steps:
