@@ -42,20 +42,27 @@ def _parameters(module: torch.nn.Module, skip: Callable[[str], bool] = lambda na
 def flops_per_sample(config: VLMConfig, text_tokens: float, target_tokens: float) -> float:
     """Training FLOPs of one sample: 6 per weight per position it is applied at (2 forward, 4 backward), plus the
     attention products (q k^T and weights @ v, computed in full by the math kernel we use on CPUs). Embedding
-    tables are lookups, not matmuls; the output layer runs only at target positions (see vlm/model.py)."""
+    tables are lookups, not matmuls; the output layer runs only at target positions, and the decoder's last block
+    computes keys and values for every position but everything else for the text positions alone (see
+    vlm/model.py)."""
     model = VisionLanguageModel(config)
     vision, decoder = config.vision, config.decoder
     patches, image_tokens = vision.num_patches, config.num_image_tokens
     slots = image_tokens + text_tokens
+    width = decoder.width
     encoder_weights = _parameters(model.vision_encoder, skip=lambda name: "pos_embed" in name)
-    decoder_weights = _parameters(model.decoder.blocks)
+    block_weights = _parameters(model.decoder.blocks[0])
+    key_value_weights = 2 * width * width + 2 * width
     forward = (
         2 * encoder_weights * patches
         + 2 * _parameters(model.projector) * image_tokens
-        + 2 * decoder_weights * slots
-        + 2 * decoder.vocab_size * decoder.width * target_tokens
+        + 2 * block_weights * slots * (decoder.depth - 1)
+        + 2 * key_value_weights * slots
+        + 2 * (block_weights - key_value_weights) * text_tokens
+        + 2 * decoder.vocab_size * width * target_tokens
         + 4 * vision.depth * patches * patches * vision.width
-        + 4 * decoder.depth * slots * slots * decoder.width
+        + 4 * (decoder.depth - 1) * slots * slots * width
+        + 4 * text_tokens * slots * width
     )
     return 3.0 * forward
 
