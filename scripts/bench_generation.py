@@ -4,6 +4,7 @@ Random weights; every caption is forced to exactly --new-tokens tokens, so both 
 
     python scripts/bench_generation.py                      # default preset; float32, and bfloat16 where fast
     python scripts/bench_generation.py --threads 1          # steadier on a CPU shared with other jobs
+    python scripts/bench_generation.py --compile            # torch.compile'd decoder, both paths
     python scripts/bench_generation.py --dtype float32 --batch-sizes 1 8 32 --device cuda
 """
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         help="CPU threads (default: torch's choice); on a machine shared with other jobs 1 thread is far steadier, "
         "as a busy core stalls every multi-threaded op",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the decoder for both paths (minutes to compile on a CPU)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (the median is shown)")
     args = parser.parse_args(argv)
 
@@ -51,9 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(
         f"preset {args.preset}, device {device} ({where}), {torch.get_num_threads()} threads, "
+        f"{'compiled' if args.compile else 'eager'}, "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}"
     )
-    timings = benchmark_generation(args.preset, args.batch_sizes, dtypes, args.new_tokens, device, args.repeats)
+    timings = benchmark_generation(
+        args.preset, args.batch_sizes, dtypes, args.new_tokens, device, args.repeats, compile=args.compile
+    )
     print(format_timings(timings))
 
 

@@ -36,6 +36,17 @@ def test_greedy_with_cache_equals_greedy_without(setup):
     assert with_cache == without and all(len(row) > 0 for row in with_cache)
 
 
+def test_a_compiled_decoder_generates_what_the_eager_one_does():
+    tokenizer = tiny_tokenizer()
+    eager, compiled = tiny_model(tokenizer, seed=3), tiny_model(tokenizer, seed=3)
+    compiled.decoder.compile_features()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = [tokenizer.caption_prompt(), tokenizer.question_prompt(QUESTIONS[0])]  # of different lengths
+    config = GenerationConfig(max_new_tokens=8, min_new_tokens=8)
+    expected = generate(eager, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config)
+    assert generate(compiled, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config) == expected
+
+
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 def test_batched_generation_equals_one_by_one(setup, strategy):
     model, tokenizer, images, prompts = setup

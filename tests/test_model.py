@@ -96,6 +96,20 @@ def test_loss_counts_only_target_tokens(tokenizer):
     torch.testing.assert_close(model(**padded), loss)
 
 
+def test_per_sample_loss_is_the_mean_of_each_samples_mean(tokenizer):
+    config = small_config(32, 8, 2)
+    model = tiny_model(tokenizer, config)
+    batch = text_batch(tokenizer, config, PAIRS)  # targets of different lengths: 4, 2 and 8 tokens
+    logits = model.logits(batch["images"], batch["input_ids"], batch["attention_mask"])
+    predicted = batch["target_mask"][:, 1:]
+    per_row = [
+        torch.nn.functional.cross_entropy(logits[row, :-1][predicted[row]], batch["input_ids"][row, 1:][predicted[row]])
+        for row in range(len(PAIRS))
+    ]
+    torch.testing.assert_close(model(**batch, per_sample=True), torch.stack(per_row).mean())
+    assert not torch.allclose(model(**batch, per_sample=True), model(**batch))
+
+
 @pytest.mark.parametrize("prefix_lm", [False, True])
 def test_later_text_never_changes_earlier_logits_but_the_image_does(tokenizer, prefix_lm):
     config = small_config(32, 8, 2)

@@ -41,9 +41,11 @@ BENCH_TEXTS = [
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def seconds_per_call(function: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of `function()` over `repeats` calls, after one warm-up call (allocations, kernel choice)."""
-    function()
+def seconds_per_call(function: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    """Median wall time of `function()` over `repeats` calls, after `warmup` calls (allocations, kernel choice,
+    compilation)."""
+    for _ in range(warmup):
+        function()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -279,6 +281,7 @@ def time_generation(
     autocast_dtype: torch.dtype | None = None,
     repeats: int = 3,
     generate_fn: Callable[..., list[list[int]]] = generate,
+    warmup: int = 1,
 ) -> float:
     """Milliseconds per caption (image encoding included) for greedy captions of exactly `new_tokens` tokens.
     `generate_fn` has `vlm.generate.generate`'s signature (the peer's is `vlm.peer.peer_generate`)."""
@@ -295,7 +298,7 @@ def time_generation(
         )
         assert all(len(row) == new_tokens for row in outputs)
 
-    return 1000 * seconds_per_call(run, repeats, device) / batch_size
+    return 1000 * seconds_per_call(run, repeats, device, warmup) / batch_size
 
 
 def generation_timings(
@@ -306,6 +309,7 @@ def generation_timings(
     new_tokens: int = 32,
     repeats: int = 3,
     generate_fn: Callable[..., list[list[int]]] = generate,
+    warmup: int = 1,
 ) -> list[GenerationTiming]:
     """`model` timed at every batch size and dtype, with and without the cache."""
     model.eval()
@@ -315,7 +319,7 @@ def generation_timings(
         for batch_size in batch_sizes:
             ms = {
                 use_cache: time_generation(
-                    model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, repeats, generate_fn
+                    model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, repeats, generate_fn, warmup
                 )
                 for use_cache in (True, False)
             }
@@ -339,15 +343,20 @@ def benchmark_generation(
     new_tokens: int = 32,
     device: str | torch.device = "cpu",
     repeats: int = 3,
+    compile: bool = False,
 ) -> list[GenerationTiming]:
-    """A randomly initialised model of `preset`, timed at every batch size and dtype, with and without the cache."""
+    """A randomly initialised model of `preset`, timed at every batch size and dtype, with and without the cache.
+    compile: both paths run the decoder through torch.compile (`Decoder.compile_features`)."""
     tokenizer = Tokenizer.build(BENCH_TEXTS)
     config = get_preset(preset)
     config.decoder.vocab_size = tokenizer.vocab_size
     check_generation_fits(config, tokenizer, new_tokens, preset)
     torch.manual_seed(0)
     model = VisionLanguageModel(config).to(device)
-    return generation_timings(model, tokenizer, batch_sizes, dtypes, new_tokens, repeats)
+    if compile:
+        model.decoder.compile_features()
+    # Compiled, the first calls also settle which sizes stay dynamic: warm up twice.
+    return generation_timings(model, tokenizer, batch_sizes, dtypes, new_tokens, repeats, warmup=2 if compile else 1)
 
 
 def format_timings(timings: Sequence[GenerationTiming]) -> str:

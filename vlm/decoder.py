@@ -208,13 +208,35 @@ class Decoder(nn.Module):
             raise ValueError(
                 f"sequence needs position {int(position_ids.max())}, but decoder.max_positions is {self.config.max_positions}"
             )
+        run = self._features if attention_weights is None else self._features_eager
+        hidden = run(embeddings, position_ids, attn_mask, cache, attention_weights, num_outputs)
+        if cache is not None:
+            cache.advance(embeddings.shape[1])
+        return hidden
+
+    def _features_eager(
+        self,
+        embeddings: torch.Tensor,
+        position_ids: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        cache: KVCache | None,
+        attention_weights: list[torch.Tensor] | None,
+        num_outputs: int | None,
+    ) -> torch.Tensor:
         x = self.dropout(embeddings + self.position_embedding(position_ids))
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             x = block(x, attn_mask, cache, layer, attention_weights, num_outputs if layer == last else None)
-        if cache is not None:
-            cache.advance(embeddings.shape[1])
         return self.final_norm(x)
+
+    _features = _features_eager
+
+    def compile_features(self) -> None:
+        """Run the blocks through `torch.compile` from now on (not when attention weights are asked for). At batch
+        1 a decoding step is ~250 small operators whose dispatch costs far more than their arithmetic; compiled,
+        they fuse into a few kernels. Dynamic shapes: one compilation serves every sequence length and batch size,
+        after a start-up of a minute or more on a CPU."""
+        self._features = torch.compile(self._features_eager, dynamic=True)
 
     def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
         # Tied output layer: logits are similarities to the token embeddings.

@@ -123,13 +123,21 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         target_mask: torch.Tensor,
+        per_sample: bool = False,
     ) -> torch.Tensor:
-        """Mean cross-entropy over target tokens. images (B, 3, H, W); the rest (B, T) as made by `collate`."""
+        """Mean cross-entropy over target tokens. images (B, 3, H, W); the rest (B, T) as made by `collate`.
+        per_sample: average each sample's tokens first, then the samples, so that a one-word answer weighs as much as
+        a twenty-token caption rather than a twentieth of it."""
         hidden = self.text_hidden_states(self.encode_images(images), input_ids, attention_mask)
         predicts = masks.prediction_mask(target_mask & attention_mask)  # (B, T)
         targets = input_ids[:, 1:][predicts[:, :-1]]  # (n_targets,)
         logits = self.decoder.forward_head(hidden[predicts])  # (n_targets, V)
-        return F.cross_entropy(logits.float(), targets)
+        if not per_sample:
+            return F.cross_entropy(logits.float(), targets)
+        token_losses = F.cross_entropy(logits.float(), targets, reduction="none")  # (n_targets,)
+        targets_per_sample = predicts.sum(1, keepdim=True).expand_as(predicts)[predicts]  # (n_targets,)
+        samples_with_targets = (predicts.sum(1) > 0).sum()
+        return (token_losses / targets_per_sample).sum() / samples_with_targets
 
     def logits(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -60,6 +60,13 @@ class TrainConfig:
     val_batches: int = 8
     epoch_size: int | None = None  # draws per epoch; default: the sum of the training sets' sizes
     weights: list[float] = field(default_factory=list)  # mixture weights, one per training set; default: by size
+    # "token": the mean over every target token of the batch; "sample": each sample's mean, then their mean (a
+    # one-word answer then weighs as much as a caption).
+    loss_mean: str = "token"
+
+    def __post_init__(self) -> None:
+        if self.loss_mean not in ("token", "sample"):
+            raise ValueError(f"loss_mean must be 'token' or 'sample', got {self.loss_mean!r}")
 
 
 @dataclass
@@ -402,7 +409,7 @@ def train(
             last_micro = (micro_step + 1) % config.grad_accum == 0
             sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
             with sync, amp:
-                loss = train_model(**batch)
+                loss = train_model(**batch, per_sample=config.loss_mean == "sample")
             with sync:
                 (loss / config.grad_accum).backward()
             micro_step += 1

@@ -47,6 +47,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, batched: bool = False) 
         help="auto: bfloat16 on GPUs that support it"
         + (" and on CPUs with fast bfloat16" if batched else "; float32 on CPUs"),
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decoder: a minute or more to start, then several times faster per token at small "
+        "batches (worth it for a folder of images or many questions)",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(batched=batched)
 
@@ -180,6 +186,8 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     dtype = args.dtype
     if dtype == "auto" and device.type == "cpu" and not getattr(args, "batched", False):
         dtype = "float32"
+    if args.compile:
+        model.decoder.compile_features()
     return Predictor(model, tokenizer, device, autocast_dtype(device, dtype), reward_model=reward_model, rerank=rerank)
 
 

@@ -69,14 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model_config = apply_overrides(get_preset(args.preset), args.overrides)
         mixture = parse_data_spec(args.data)
+        train_config = TrainConfig(
+            **{
+                f.name: getattr(args, f.name)
+                for f in dataclasses.fields(TrainConfig)
+                if f.name not in ("weights", "betas")
+            },
+            weights=[w for _, w in mixture],
+        )
     except ValueError as error:
         parser.error(str(error))
-    train_config = TrainConfig(
-        **{
-            f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in ("weights", "betas")
-        },
-        weights=[w for _, w in mixture],
-    )
     run_dir = Path(train_config.out_dir)
     if args.overwrite and not args.resume and run_dir.exists():
         shutil.rmtree(run_dir)
