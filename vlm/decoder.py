@@ -234,8 +234,9 @@ class Decoder(nn.Module):
     def compile_features(self) -> None:
         """Run the blocks through `torch.compile` from now on (not when attention weights are asked for). At batch
         1 a decoding step is ~250 small operators whose dispatch costs far more than their arithmetic; compiled,
-        they fuse into a few kernels. Dynamic shapes: one compilation serves every sequence length and batch size,
-        after a start-up of a minute or more on a CPU."""
+        they fuse into a few kernels. Compiled for dynamic sizes, so a growing sequence does not recompile at every
+        step; batch 1, prefill and the uncached path still get their own compilations, each a minute or more on a
+        CPU."""
         self._features = torch.compile(self._features_eager, dynamic=True)
 
     def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:

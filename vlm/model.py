@@ -135,9 +135,8 @@ class VisionLanguageModel(nn.Module):
         if not per_sample:
             return F.cross_entropy(logits.float(), targets)
         token_losses = F.cross_entropy(logits.float(), targets, reduction="none")  # (n_targets,)
-        targets_per_sample = predicts.sum(1, keepdim=True).expand_as(predicts)[predicts]  # (n_targets,)
-        samples_with_targets = (predicts.sum(1) > 0).sum()
-        return (token_losses / targets_per_sample).sum() / samples_with_targets
+        counts = predicts.sum(1)  # (B,) targets of each sample
+        return (token_losses / counts[:, None].expand_as(predicts)[predicts]).sum() / (counts > 0).sum()
 
     def logits(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -52,7 +52,7 @@ def flops_per_sample(config: VLMConfig, text_tokens: float, target_tokens: float
     width = decoder.width
     encoder_weights = _parameters(model.vision_encoder, skip=lambda name: "pos_embed" in name)
     block_weights = _parameters(model.decoder.blocks[0])
-    key_value_weights = 2 * width * width + 2 * width
+    key_value_weights = 2 * _parameters(model.decoder.blocks[0].attention.qkv) // 3  # keys and values: 2 of q, k, v
     forward = (
         2 * encoder_weights * patches
         + 2 * _parameters(model.projector) * image_tokens
