@@ -37,9 +37,10 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), 
 
 
 class ColourSamples(torch.utils.data.Dataset):
-    """Solid-colour images captioned with their colour, or asked about it: learnable in a few steps."""
+    """Solid-colour images captioned with their colour, or asked about it: learnable in a few steps. With
+    `both_tasks`, every image has a caption and a question (two samples, one image id), as packing needs."""
 
-    def __init__(self, count: int, size: int = 32, seed: int = 0):
+    def __init__(self, count: int, size: int = 32, seed: int = 0, both_tasks: bool = False):
         from PIL import Image
 
         from vlm.data.sample import Sample
@@ -50,13 +51,18 @@ class ColourSamples(torch.utils.data.Dataset):
         for index in range(count):
             name = names[int(torch.randint(len(names), (1,), generator=generator))]
             image = Image.new("RGB", (size, size), COLOURS[name])
-            question = "what color is it?" if index % 2 else None
-            target = name if question else f"a {name} picture"
-            self.samples.append(
-                Sample(
-                    image=image, target=target, question=question, references=[target], image_id=index, source="colours"
+            for question in ("what color is it?", None) if both_tasks else ("what color is it?" if index % 2 else None,):
+                target = name if question else f"a {name} picture"
+                self.samples.append(
+                    Sample(
+                        image=image,
+                        target=target,
+                        question=question,
+                        references=[target],
+                        image_id=index,
+                        source="colours",
+                    )
                 )
-            )
 
     def __len__(self) -> int:
         return len(self.samples)

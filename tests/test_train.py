@@ -74,6 +74,15 @@ def test_tiny_model_loss_falls_and_run_folder_is_complete(tmp_path):
     )
 
 
+def test_packed_training_loss_falls(tmp_path):
+    data = colour_data()
+    data.train_parts = [ColourSamples(32, seed=0, both_tasks=True)]
+    config = quick_config(tmp_path, max_steps=40, eval_every=20, packed_text_len=32)
+    train(get_preset("tiny"), config, data)
+    curve = losses(tmp_path / "run")
+    assert len(curve) == 40 and sum(curve[-5:]) / 5 < 0.5 * sum(curve[:5]) / 5
+
+
 def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, monkeypatch):
     data = colour_data()
     train(get_preset("tiny"), quick_config(tmp_path / "a", grad_accum=2), data)

@@ -93,14 +93,19 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         attention_weights: list[torch.Tensor] | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states of the text positions, (B, T, D). Any padding layout is accepted; right padding (what
-        `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask. A list passed as
+        `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask. Packed rows
+        (`segment_ids`, right-padded) keep their texts apart (see vlm/data/packing.py). A list passed as
         `attention_weights` receives each decoder layer's (B, H, N_img + T, N_img + T) weights (see vlm/attention_maps.py)."""
         batch, num_text = input_ids.shape
         num_slots = self.num_image_tokens + num_text
         embeddings = self._embed(image_tokens, input_ids)
-        if attention_mask is None or masks.is_right_padded(attention_mask):
+        if segment_ids is not None:
+            positions = masks.packed_position_ids(segment_ids, self.num_image_tokens)
+            mask = masks.packed_attention_mask(segment_ids, self.num_image_tokens, self.num_prefix)
+        elif attention_mask is None or masks.is_right_padded(attention_mask):
             positions = torch.arange(num_slots, device=input_ids.device).unsqueeze(0)
             mask = (
                 masks.prefix_attention_mask(num_slots, self.num_prefix, input_ids.device) if self.num_prefix else None
@@ -123,12 +128,15 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         target_mask: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
         per_sample: bool = False,
     ) -> torch.Tensor:
         """Mean cross-entropy over target tokens. images (B, 3, H, W); the rest (B, T) as made by `collate`.
         per_sample: average each sample's tokens first, then the samples, so that a one-word answer weighs as much as
-        a twenty-token caption rather than a twentieth of it."""
-        hidden = self.text_hidden_states(self.encode_images(images), input_ids, attention_mask)
+        a twenty-token caption rather than a twentieth of it (a packed row counts as one sample)."""
+        hidden = self.text_hidden_states(
+            self.encode_images(images), input_ids, attention_mask, segment_ids=segment_ids
+        )
         predicts = masks.prediction_mask(target_mask & attention_mask)  # (B, T)
         targets = input_ids[:, 1:][predicts[:, :-1]]  # (n_targets,)
         logits = self.decoder.forward_head(hidden[predicts])  # (n_targets, V)

@@ -29,6 +29,7 @@ from vlm.batch import collate
 from vlm.checkpoint import save_model, write_atomic
 from vlm.config import VLMConfig
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
+from vlm.data.packing import group_by_image
 from vlm.model import VisionLanguageModel
 from vlm.tokenizer import Tokenizer
 
@@ -63,10 +64,15 @@ class TrainConfig:
     # "token": the mean over every target token of the batch; "sample": each sample's mean, then their mean (a
     # one-word answer then weighs as much as a caption).
     loss_mean: str = "token"
+    # 0: one text (caption or question) per sequence. N > 0: every text about an image in one sequence of up to N
+    # text tokens, each seeing only the image and itself (vlm/data/packing.py); mixture weights then count images.
+    packed_text_len: int = 0
 
     def __post_init__(self) -> None:
         if self.loss_mean not in ("token", "sample"):
             raise ValueError(f"loss_mean must be 'token' or 'sample', got {self.loss_mean!r}")
+        if self.packed_text_len < 0:
+            raise ValueError(f"packed_text_len must be 0 (off) or a number of tokens, got {self.packed_text_len}")
 
 
 @dataclass
@@ -371,17 +377,21 @@ def train(
     amp = torch.autocast(torch_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
 
     max_text_len = model_config.max_text_len
-    parts = data.train_parts
+    parts, weights = data.train_parts, config.weights or None
+    if config.packed_text_len:
+        parts, weights = group_by_image(parts, weights or [1.0] * len(parts))
+        weights = weights if config.weights else None  # by default, as many images as each set has
     train_set = TokenizedDataset(
         MixtureDataset(parts),
         data.tokenizer,
         data.train_transform if config.augment else data.eval_transform,
         max_text_len,
         config.blind,
+        config.packed_text_len or None,
     )
     sampler = MixtureSampler(
         [len(p) for p in parts],
-        config.weights or None,
+        weights,
         config.epoch_size,
         config.seed,
         dist_info.rank,

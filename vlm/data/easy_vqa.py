@@ -52,5 +52,8 @@ class EasyVQA(Dataset):
             meta={"answer_type": answer_type(answer), "question_id": f"{self.split}-{index}"},
         )
 
+    def sample_image_ids(self) -> list[str]:
+        return [f"{self.split}-{image_id}" for _, _, image_id in self.rows]
+
     def texts(self) -> list[str]:
         return [t for question, answer, _ in self.rows for t in (question, answer)]

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vlm.batch import EncodedExample, collate, encode_example
+from vlm.batch import EncodedExample, collate, encode_example, encode_packed
 from vlm.data.images import load_image
 from vlm.data.sample import Sample
 from vlm.tokenizer import Tokenizer
@@ -103,6 +103,8 @@ class TokenizedDataset(Dataset):
 
     Keys may be plain indices or (index, seed) pairs from `MixtureSampler`; with a seed, the random augmentation
     of that draw is reproducible. `blind=True` replaces every image by zeros (the no-image baseline).
+    An item that is a list of Samples of one image (`ImageGroups`) becomes one packed example of at most
+    `max_packed_len` text tokens, its texts in an order drawn from the seed.
     """
 
     def __init__(
@@ -112,25 +114,29 @@ class TokenizedDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         max_text_len: int,
         blind: bool = False,
+        max_packed_len: int | None = None,
     ):
         self.samples, self.tokenizer, self.transform = samples, tokenizer, transform
         self.max_text_len, self.blind = max_text_len, blind
+        self.max_packed_len = max_packed_len or max_text_len
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncodedExample:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        sample: Sample = self.samples[index]
-        if seed is None:
-            image = self.transform(load_image(sample.image))
-        else:
-            with torch.random.fork_rng(devices=[]):
+        item: Sample | list[Sample] = self.samples[index]
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
                 torch.manual_seed(seed)
-                image = self.transform(load_image(sample.image))
+            samples = [item[i] for i in torch.randperm(len(item))] if isinstance(item, list) else [item]
+            image = self.transform(load_image(samples[0].image))
         if self.blind:
             image = torch.zeros_like(image)
-        return encode_example(self.tokenizer, image, sample.question, sample.target, self.max_text_len)
+        if not isinstance(item, list):
+            return encode_example(self.tokenizer, image, item.question, item.target, self.max_text_len)
+        texts = [(sample.question, sample.target) for sample in samples]
+        return encode_packed(self.tokenizer, image, texts, self.max_text_len, self.max_packed_len)
 
 
 def training_loader(

@@ -277,6 +277,9 @@ class ShapesDataset(Dataset):
         question, answer = annotated.questions[item]
         return Sample(target=answer, question=question, references=[answer], **common)
 
+    def sample_image_ids(self) -> list[str]:
+        return [f"{self.split}-{image_index}" for image_index, _ in self.index]
+
     def texts(self) -> list[str]:
         """Every caption, question and answer, without rendering (for building a vocabulary)."""
         return [t for a in self.scenes for t in (*a.captions, *(x for qa in a.questions for x in qa))]

@@ -1,0 +1,102 @@
+"""Packing every text about an image into one sequence trains exactly what separate sequences would."""
+
+import pytest
+import torch
+from helpers import ColourSamples, tiny_model, tiny_tokenizer
+
+from vlm import masks
+from vlm.batch import collate, encode_example, encode_packed
+from vlm.data.mixture import TokenizedDataset
+from vlm.data.packing import ImageGroups, group_by_image
+from vlm.data.shapes import ShapesDataset
+from vlm.data.transforms import build_transform
+from vlm.tokenizer import Tokenizer
+
+TEXTS = [("what color is the circle?", "red"), (None, "two blue squares above a green star"), ("is it?", "yes")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def test_positions_start_again_after_the_image_for_every_text():
+    segment_ids = torch.tensor([[0, 0, 0, 1, 1, 2, -1, -1]])
+    assert masks.packed_position_ids(segment_ids, num_image=4).tolist() == [[0, 1, 2, 3, 4, 5, 6, 4, 5, 4, 0, 0]]
+
+
+@pytest.mark.parametrize("num_prefix", [0, 2])
+def test_a_text_sees_the_image_and_its_own_earlier_tokens_only(num_prefix):
+    mask = masks.packed_attention_mask(torch.tensor([[0, 0, 1, 1]]), num_image=2, num_prefix=num_prefix)[0, 0]
+    expected = torch.tensor(
+        [
+            [1, int(num_prefix > 0), 0, 0, 0, 0],  # image tokens: causal, or both ways under prefix-LM
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],  # text 0
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 0],  # text 1 skips text 0
+            [1, 1, 0, 0, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize("prefix_lm", [True, False])
+def test_packed_loss_and_gradients_equal_those_of_separate_rows(tokenizer, prefix_lm):
+    model = tiny_model(tokenizer)
+    model.config.prefix_lm = prefix_lm
+    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    max_len = model.config.max_text_len
+    # A second, shorter packed row puts padding (segment -1) next to a longer one.
+    packed = collate(
+        [encode_packed(tokenizer, image, TEXTS, max_len, 100), encode_packed(tokenizer, image, TEXTS[:1], max_len, 100)],
+        tokenizer.pad_id,
+    )
+    separate = collate(
+        [encode_example(tokenizer, image, q, t, max_len) for q, t in TEXTS + TEXTS[:1]], tokenizer.pad_id
+    )
+    assert "segment_ids" in packed and "segment_ids" not in separate
+    gradients = []
+    for batch in (packed, separate):
+        model.zero_grad()
+        loss = model(**batch)
+        loss.backward()
+        gradients.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (packed_loss, packed_grads), (separate_loss, separate_grads) = gradients
+    torch.testing.assert_close(packed_loss, separate_loss)
+    for a, b in zip(packed_grads, separate_grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_packing_adds_whole_texts_while_they_fit(tokenizer):
+    image = torch.zeros(3, 32, 32)
+    lengths = [len(encode_example(tokenizer, image, q, t, 40).input_ids) for q, t in TEXTS]
+    example = encode_packed(tokenizer, image, TEXTS, 40, max_packed_len=lengths[0] + lengths[1] + lengths[2] - 1)
+    assert example.segment_ids.tolist() == [0] * lengths[0] + [1] * lengths[1]
+    # The first text always goes in, even alone over the limit.
+    assert len(encode_packed(tokenizer, image, TEXTS, 40, max_packed_len=1).input_ids) == lengths[0]
+
+
+def test_groups_hold_every_caption_and_question_of_an_image():
+    captions, questions = ShapesDataset("val", num_images=5), ShapesDataset("val", num_images=5, task="vqa")
+    parts, weights = group_by_image([captions, questions, ColourSamples(3)], [1.0, 2.0, 1.0])
+    assert weights == [3.0, 1.0]  # the built-in set's two parts merge: same images
+    scenes, colours = parts
+    assert len(scenes) == 5 and len(colours) == 3
+    assert sum(len(scenes[i]) for i in range(5)) == len(captions) + len(questions)
+    for index in range(5):
+        group = scenes[index]
+        assert {sample.image_id for sample in group} == {f"val-{index}"}
+        assert sum(sample.question is None for sample in group) == 1  # its one training caption
+
+
+def test_packed_examples_are_reproducible_from_their_seed():
+    questions = ShapesDataset("val", num_images=2, task="vqa")
+    groups = ImageGroups([questions])
+    tokenizer = Tokenizer.build(questions.texts())
+    dataset = TokenizedDataset(groups, tokenizer, build_transform(64, train=True), 40, max_packed_len=200)
+    first, again, other_seed = dataset[(0, 7)], dataset[(0, 7)], dataset[(0, 8)]
+    assert torch.equal(first.input_ids, again.input_ids) and torch.equal(first.image, again.image)
+    assert int(first.segment_ids.max()) + 1 == len(groups[0])  # every question fits in 200 tokens
+    assert not torch.equal(first.input_ids, other_seed.input_ids)  # another draw, another order
