@@ -82,6 +82,7 @@ def test_groups_hold_every_caption_and_question_of_an_image():
     captions, questions = ShapesDataset("val", num_images=5), ShapesDataset("val", num_images=5, task="vqa")
     parts, weights = group_by_image([captions, questions, ColourSamples(3)], [1.0, 2.0, 1.0])
     assert weights == [3.0, 1.0]  # the built-in set's two parts merge: same images
+    assert group_by_image([captions, questions], None)[1] is None
     scenes, colours = parts
     assert len(scenes) == 5 and len(colours) == 3
     assert sum(len(scenes[i]) for i in range(5)) == len(captions) + len(questions)

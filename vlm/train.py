@@ -379,8 +379,7 @@ def train(
     max_text_len = model_config.max_text_len
     parts, weights = data.train_parts, config.weights or None
     if config.packed_text_len:
-        parts, weights = group_by_image(parts, weights or [1.0] * len(parts))
-        weights = weights if config.weights else None  # by default, as many images as each set has
+        parts, weights = group_by_image(parts, weights)
     train_set = TokenizedDataset(
         MixtureDataset(parts),
         data.tokenizer,

@@ -47,16 +47,21 @@ class ImageGroups(Dataset):
         return [self.parts[part][sample] for part, sample in self.groups[index]]
 
 
-def group_by_image(parts: Sequence[Dataset], weights: Sequence[float]) -> tuple[list[Dataset], list[float]]:
+def group_by_image(
+    parts: Sequence[Dataset], weights: Sequence[float] | None
+) -> tuple[list[Dataset], list[float] | None]:
     """Merge the parts that share a source (the same images) into one `ImageGroups`, adding their weights.
 
     Weights then count images drawn rather than texts: `shapes:1,shapes_vqa:1,easy_vqa:1` draws two built-in scenes
-    (each with its caption and questions) for every easy-VQA image.
+    (each with its caption and questions) for every easy-VQA image. Without weights, none are returned (the mixture
+    then draws as many images as each group has).
     """
-    if len(parts) != len(weights):
+    if weights is not None and len(parts) != len(weights):
         raise ValueError(f"need one weight per data set ({len(parts)} sets, {len(weights)} weights)")
     by_source: dict[str, tuple[list[Dataset], float]] = {}
-    for part, weight in zip(parts, weights):
-        members, total = by_source.get(sample_source(part), ([], 0.0))
-        by_source[sample_source(part)] = (members + [part], total + weight)
-    return [ImageGroups(members) for members, _ in by_source.values()], [w for _, w in by_source.values()]
+    for index, part in enumerate(parts):
+        source = sample_source(part)
+        members, total = by_source.get(source, ([], 0.0))
+        by_source[source] = (members + [part], total + (weights[index] if weights is not None else 0.0))
+    groups = [ImageGroups(members) for members, _ in by_source.values()]
+    return groups, [total for _, total in by_source.values()] if weights is not None else None
