@@ -11,7 +11,10 @@ from vlm.benchmarks import (
     LiveTensorBytes,
     compare_speed,
     count_step,
+    format_ceiling,
+    format_steps,
     matmul_gflops,
+    matmul_peak,
     measure_training_step,
     model_matmul_shapes,
 )
@@ -151,3 +154,16 @@ def test_bench_tiny_run_prints_the_tables_and_writes_the_json_report(tmp_path, c
     for run in runs:
         assert run["steps"] > 0 and run["checks"] and set(run["test"]) == {"easy_vqa_accuracy", "caption_cider"}
         assert "seconds_to_target" in run
+
+
+def test_the_peak_is_one_large_square_per_dtype_and_mfu_divides_by_it(tokenizer):
+    peak = matmul_peak(["float32"], "cpu")
+    assert [(s.name, s.dtype, s.inner, s.cols) for s in peak] == [("square 2048", "float32", 2048, 2048)]
+    config = get_preset("tiny")
+    batch = text_batch(tokenizer, config, PAIRS)
+    comparison = compare_speed(
+        "tiny", config, tokenizer, batch, TrainConfig(), "cpu", [1], 2, 1, ["float32"], peak=peak
+    )
+    step = comparison.to_dict()["ours"]["step"]
+    assert 0 < step["share_of_peak"] == pytest.approx(step["gflops"] / peak[0].gflops)
+    assert "of peak" in format_steps([comparison]) and "square 2048" in format_ceiling([comparison])

@@ -132,6 +132,25 @@ def ceiling_gflops(speeds: Sequence[MatmulSpeed], dtype: str) -> float:
     return max(s.gflops for s in speeds if s.dtype == dtype)
 
 
+def peak_matmul_size(device: torch.device) -> int:
+    """A square large enough to fill the device: the model's own shapes leave a GPU mostly idle, and the share of
+    a GPU's peak (MFU) is the figure GPU users compare."""
+    return 8192 if device.type == "cuda" else 2048
+
+
+def matmul_peak(
+    dtypes: Sequence[str] = ("float32", "bfloat16"), device: str | torch.device = "cpu"
+) -> list[MatmulSpeed]:
+    """The matrix-multiply speed of one large square product in each dtype: the device's peak, as measured."""
+    device = torch.device(device)
+    size = peak_matmul_size(device)
+    speeds = []
+    for dtype in dtypes:
+        gflops, rows = matmul_gflops(size, size, size, DTYPES[dtype], device)
+        speeds.append(MatmulSpeed(f"square {size}", dtype, rows, size, size, gflops))
+    return speeds
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The training step
 
@@ -395,13 +414,18 @@ class ModelSpeed:
 @dataclass
 class SpeedComparison:
     preset: str
-    ceiling: list[MatmulSpeed]
+    ceiling: list[MatmulSpeed]  # at the model's shapes
+    peak: list[MatmulSpeed]  # one large square product per dtype
     ours: ModelSpeed
     peer: ModelSpeed
     peer_mlp_width: int  # GPT-2's MLP hidden width that matches the parameter counts
 
     def share_of_ceiling(self, speed: ModelSpeed) -> float:
         return speed.step.gflops / ceiling_gflops(self.ceiling, speed.step.dtype)
+
+    def share_of_peak(self, speed: ModelSpeed) -> float:
+        """Model FLOPs utilisation: achieved GFLOP/s over the large-square matmul rate in the step's dtype."""
+        return speed.step.gflops / ceiling_gflops(self.peak, speed.step.dtype)
 
     @property
     def images_per_s_ratio(self) -> float:
@@ -421,8 +445,9 @@ class SpeedComparison:
         def model(speed: ModelSpeed) -> dict[str, Any]:
             step = speed.step
             derived = {"images_per_s": step.images_per_s, "tokens_per_s": step.tokens_per_s, "gflops": step.gflops}
+            shares = {"share_of_ceiling": self.share_of_ceiling(speed), "share_of_peak": self.share_of_peak(speed)}
             return {
-                "step": {**asdict(step), **derived, "share_of_ceiling": self.share_of_ceiling(speed)},
+                "step": {**asdict(step), **derived, **shares},
                 "generation": [{**asdict(t), "cache_speedup": t.speedup} for t in speed.generation],
             }
 
@@ -433,6 +458,8 @@ class SpeedComparison:
             "ceiling_gflops": {
                 d: ceiling_gflops(self.ceiling, d) for d in dict.fromkeys(s.dtype for s in self.ceiling)
             },
+            "peak": [asdict(s) for s in self.peak],
+            "peak_gflops": {s.dtype: s.gflops for s in self.peak},
             "ours": model(self.ours),
             "peer": {**model(self.peer), "mlp_width": self.peer_mlp_width},
             "ratios": {
@@ -454,9 +481,11 @@ def compare_speed(
     new_tokens: int = 32,
     repeats: int = 5,
     ceiling_dtypes: Sequence[str] = ("float32", "bfloat16"),
+    peak: Sequence[MatmulSpeed] | None = None,
 ) -> SpeedComparison:
     """The ceiling at this config's shapes, then for our model and its peer: the training step on `batch` and
-    generation, in the precision training would use (`train_config.dtype`) with the optimizer it would build."""
+    generation, in the precision training would use (`train_config.dtype`) with the optimizer it would build.
+    `peak` is `matmul_peak()`'s result, measured once per run (measured here when not given)."""
     from vlm.peer import PeerModel, build_peer_optimizer, peer_generate
 
     device = torch.device(device)
@@ -466,6 +495,7 @@ def compare_speed(
     amp_dtype = autocast_dtype(device, train_config.dtype)
     dtype = "bfloat16" if amp_dtype == torch.bfloat16 else "float32"
     ceiling = matmul_ceiling(config, len(batch["images"]), batch["input_ids"].shape[1], ceiling_dtypes, device)
+    peak = list(peak) if peak is not None else matmul_peak(ceiling_dtypes, device)
 
     def measure(model: nn.Module, optimizer: torch.optim.Optimizer, generate_fn: Callable) -> ModelSpeed:
         step = measure_training_step(model, optimizer, batch, amp_dtype, repeats, train_config.grad_clip)
@@ -481,24 +511,27 @@ def compare_speed(
     torch.manual_seed(train_config.seed)
     peer = PeerModel(config, tokenizer).to(device)
     peer_speed = measure(peer, build_peer_optimizer(peer, train_config), peer_generate)
-    return SpeedComparison(preset, ceiling, our_speed, peer_speed, peer.mlp_width)
+    return SpeedComparison(preset, ceiling, peak, our_speed, peer_speed, peer.mlp_width)
 
 
 def format_ceiling(comparisons: Sequence[SpeedComparison]) -> str:
-    lines = ["matrix multiply at the model's shapes, GFLOP/s ((rows, inner) @ (inner, cols); rows cut where slow)"]
-    for comparison in comparisons:
-        for speed in comparison.ceiling:
-            lines.append(
-                f"  {comparison.preset:<8} {speed.dtype:<8} {speed.name:<12} ({speed.rows:>5}, {speed.inner:>4}) @ "
-                f"({speed.inner:>4}, {speed.cols:>4})  {speed.gflops:9.1f}"
-            )
+    lines = [
+        "matrix multiply at the model's shapes and one large square (the peak), GFLOP/s ((rows, inner) @ (inner, "
+        "cols); rows cut where slow)"
+    ]
+    peaks = [("peak", speed) for speed in comparisons[0].peak] if comparisons else []
+    for preset, speed in [*peaks, *((c.preset, s) for c in comparisons for s in c.ceiling)]:
+        lines.append(
+            f"  {preset:<8} {speed.dtype:<8} {speed.name:<12} ({speed.rows:>5}, {speed.inner:>4}) @ "
+            f"({speed.inner:>4}, {speed.cols:>4})  {speed.gflops:9.1f}"
+        )
     return "\n".join(lines)
 
 
 def format_steps(comparisons: Sequence[SpeedComparison]) -> str:
     header = (
         f"  {'preset':<8} {'model':<5} {'params':>8} {'dtype':<8} {'batch':>5} {'images/s':>9} {'tokens/s':>9} "
-        f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'peak MB':>8}"
+        f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'of peak':>8} {'peak MB':>8}"
     )
     lines = ["training step (forward, backward, clipping, AdamW)", header]
     for comparison in comparisons:
@@ -507,7 +540,8 @@ def format_steps(comparisons: Sequence[SpeedComparison]) -> str:
             lines.append(
                 f"  {comparison.preset:<8} {name:<5} {step.parameters / 1e6:>7.2f}M {step.dtype:<8} {step.batch_size:>5} "
                 f"{step.images_per_s:>9.1f} {step.tokens_per_s:>9.0f} {step.flops / 1e9:>10.2f} {step.gflops:>8.1f} "
-                f"{comparison.share_of_ceiling(speed):>10.0%} {step.peak_bytes / 2**20:>8.0f}"
+                f"{comparison.share_of_ceiling(speed):>10.0%} {comparison.share_of_peak(speed):>8.1%} "
+                f"{step.peak_bytes / 2**20:>8.0f}"
             )
         lines.append(f"  {comparison.preset:<8} ours/peer images/s: {comparison.images_per_s_ratio:.2f}x")
     return "\n".join(lines)

@@ -134,9 +134,7 @@ class VisionLanguageModel(nn.Module):
         """Mean cross-entropy over target tokens. images (B, 3, H, W); the rest (B, T) as made by `collate`.
         per_sample: average each sample's tokens first, then the samples, so that a one-word answer weighs as much as
         a twenty-token caption rather than a twentieth of it (a packed row counts as one sample)."""
-        hidden = self.text_hidden_states(
-            self.encode_images(images), input_ids, attention_mask, segment_ids=segment_ids
-        )
+        hidden = self.text_hidden_states(self.encode_images(images), input_ids, attention_mask, segment_ids=segment_ids)
         predicts = masks.prediction_mask(target_mask & attention_mask)  # (B, T)
         targets = input_ids[:, 1:][predicts[:, :-1]]  # (n_targets,)
         logits = self.decoder.forward_head(hidden[predicts])  # (n_targets, V)

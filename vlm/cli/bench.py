@@ -6,11 +6,12 @@ python scripts/bench.py --skip-budget            # speed only (a few minutes)
 python scripts/bench.py --skip-speed --budget-s 1800 --check-every-s 60
 python scripts/bench.py --presets default large --threads 1 --out runs/bench/cpu1.json
 
-Prints, and writes as JSON to --out: the matrix-multiply ceiling at each preset's shapes (float32 and bfloat16);
-the training step of our model and its peer (images/s, tokens/s, counted FLOPs, GFLOP/s and share of the ceiling,
-peak memory) in the precision training would use; generation speed at batch 1 and 32 with and without the cache;
-then both models trained for the same wall-clock budget on the built-in data, with their easy-VQA test accuracy,
-built-in caption test CIDEr-D and the training time each took to reach the target easy-VQA accuracy.
+Prints, and writes as JSON to --out: the matrix-multiply ceiling at each preset's shapes and the peak of one large
+square product (float32 and bfloat16); the training step of our model and its peer (images/s, tokens/s, counted
+FLOPs, GFLOP/s and its share of the ceiling and of the peak, peak memory) in the precision training would use;
+generation speed at batch 1 and 32 with and without the cache; then both models trained for the same wall-clock
+budget on the built-in data, with their easy-VQA test accuracy, built-in caption test CIDEr-D and the training time
+each took to reach the target easy-VQA accuracy.
 """
 
 from __future__ import annotations
@@ -95,7 +96,14 @@ def main(argv: list[str] | None = None) -> None:
         print("bench.py: error: the peer needs transformers: pip install -e '.[bench]'", file=sys.stderr)
         raise SystemExit(2) from None
 
-    from vlm.benchmarks import compare_speed, first_training_batch, format_ceiling, format_generation, format_steps
+    from vlm.benchmarks import (
+        compare_speed,
+        first_training_batch,
+        format_ceiling,
+        format_generation,
+        format_steps,
+        matmul_peak,
+    )
     from vlm.budget import compare_under_budget, format_budget_runs
 
     try:
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     # One tokenizer for every preset and both models: the vocabulary of the built-in training data.
     data = load_training_data(get_preset(args.budget_preset), mixture, DataPaths(), 1, None)
     comparisons = []
+    peak = None if args.skip_speed else matmul_peak(device=device)
     for preset in [] if args.skip_speed else args.presets:
         config = get_preset(preset)
         size = config.vision.image_size
@@ -130,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.generation_batch_sizes,
                 args.new_tokens,
                 args.repeats,
+                peak=peak,
             )
         )
     if comparisons:
