@@ -51,7 +51,9 @@ class ColourSamples(torch.utils.data.Dataset):
         for index in range(count):
             name = names[int(torch.randint(len(names), (1,), generator=generator))]
             image = Image.new("RGB", (size, size), COLOURS[name])
-            for question in ("what color is it?", None) if both_tasks else ("what color is it?" if index % 2 else None,):
+            for question in (
+                ("what color is it?", None) if both_tasks else ("what color is it?" if index % 2 else None,)
+            ):
                 target = name if question else f"a {name} picture"
                 self.samples.append(
                     Sample(

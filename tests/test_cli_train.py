@@ -55,12 +55,22 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--loss-mean", "batch"], "loss_mean must be 'token' or 'sample', got 'batch'"),
         (["--packed-text-len", "-1"], "packed_text_len must be 0 (off) or a number of tokens, got -1"),
+        (["--packed-sources", "easy_vqa"], "packed_sources needs packing on: set packed_text_len too"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_packing_a_source_the_data_lacks_exits_2_before_training(tmp_path, capsys):
+    argv = ["--preset", "tiny", "--data", "shapes", "--packed-text-len", "32", "--packed-sources", "easy_vqa"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--val-samples", "2", "--out-dir", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "cannot pack easy_vqa: the training data's sources are shapes" in error
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_data_spec_parsing():

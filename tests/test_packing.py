@@ -50,7 +50,10 @@ def test_packed_loss_and_gradients_equal_those_of_separate_rows(tokenizer, prefi
     max_len = model.config.max_text_len
     # A second, shorter packed row puts padding (segment -1) next to a longer one.
     packed = collate(
-        [encode_packed(tokenizer, image, TEXTS, max_len, 100), encode_packed(tokenizer, image, TEXTS[:1], max_len, 100)],
+        [
+            encode_packed(tokenizer, image, TEXTS, max_len, 100),
+            encode_packed(tokenizer, image, TEXTS[:1], max_len, 100),
+        ],
         tokenizer.pad_id,
     )
     separate = collate(
@@ -90,6 +93,17 @@ def test_groups_hold_every_caption_and_question_of_an_image():
         group = scenes[index]
         assert {sample.image_id for sample in group} == {f"val-{index}"}
         assert sum(sample.question is None for sample in group) == 1  # its one training caption
+
+
+def test_only_the_named_sources_are_packed_and_the_others_keep_their_place_and_weight():
+    captions, questions = ShapesDataset("val", num_images=5), ShapesDataset("val", num_images=5, task="vqa")
+    colours = ColourSamples(3, both_tasks=True)
+    parts, weights = group_by_image([captions, colours, questions], [1.0, 4.0, 2.0], sources=["colours"])
+    assert weights == [1.0, 4.0, 2.0]  # nothing merged: each part keeps its weight, in its place
+    assert parts[0] is captions and parts[2] is questions
+    assert len(parts[1]) == 3 and all(len(parts[1][i]) == 2 for i in range(3))  # a caption and a question each
+    with pytest.raises(ValueError, match="cannot pack easy_vqa: the training data's sources are shapes, colours"):
+        group_by_image([captions, colours], None, sources=["easy_vqa"])
 
 
 def test_packed_examples_are_reproducible_from_their_seed():

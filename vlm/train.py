@@ -29,7 +29,7 @@ from vlm.batch import collate
 from vlm.checkpoint import save_model, write_atomic
 from vlm.config import VLMConfig
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
-from vlm.data.packing import group_by_image
+from vlm.data.packing import group_by_image, parse_sources
 from vlm.model import VisionLanguageModel
 from vlm.tokenizer import Tokenizer
 
@@ -67,12 +67,16 @@ class TrainConfig:
     # 0: one text (caption or question) per sequence. N > 0: every text about an image in one sequence of up to N
     # text tokens, each seeing only the image and itself (vlm/data/packing.py); mixture weights then count images.
     packed_text_len: int = 0
+    # With packing: the sources to pack, comma-separated (e.g. "easy_vqa"); empty packs every source.
+    packed_sources: str = ""
 
     def __post_init__(self) -> None:
         if self.loss_mean not in ("token", "sample"):
             raise ValueError(f"loss_mean must be 'token' or 'sample', got {self.loss_mean!r}")
         if self.packed_text_len < 0:
             raise ValueError(f"packed_text_len must be 0 (off) or a number of tokens, got {self.packed_text_len}")
+        if self.packed_sources and not self.packed_text_len:
+            raise ValueError("packed_sources needs packing on: set packed_text_len too")
 
 
 @dataclass
@@ -379,7 +383,7 @@ def train(
     max_text_len = model_config.max_text_len
     parts, weights = data.train_parts, config.weights or None
     if config.packed_text_len:
-        parts, weights = group_by_image(parts, weights)
+        parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources))
     train_set = TokenizedDataset(
         MixtureDataset(parts),
         data.tokenizer,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vlm.config import VLMConfig, apply_overrides, get_preset
 from vlm.data.catalog import DataPaths, build_dataset, limit, parse_data_spec, texts_of
+from vlm.data.packing import check_sources, parse_sources, sample_source
 from vlm.data.transforms import build_transform
 from vlm.paths import MAIN_RUN_DIR
 from vlm.tokenizer import Tokenizer
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = DataPaths(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataPaths)})
     try:
         data = load_training_data(model_config, mixture, paths, args.val_samples, run_dir if args.resume else None)
+        check_sources([sample_source(part) for part in data.train_parts], parse_sources(train_config.packed_sources))
     except (ValueError, FileNotFoundError) as error:
         print(f"vlm-train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,7 +8,7 @@ to itself only (see vlm/masks.py), so a packed sequence trains exactly what sepa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from torch.utils.data import Dataset
 
@@ -24,6 +24,17 @@ def sample_image_ids(dataset: Dataset) -> list[str | int]:
 
 def sample_source(dataset: Dataset) -> str:
     return dataset[0].source
+
+
+def parse_sources(spec: str) -> list[str] | None:
+    """ "easy_vqa,shapes" -> ["easy_vqa", "shapes"]; "" -> None (every source)."""
+    return [name.strip() for name in spec.split(",") if name.strip()] or None
+
+
+def check_sources(present: Sequence[str], sources: Collection[str] | None) -> None:
+    unknown = sorted(set(sources or ()) - set(present))
+    if unknown:
+        raise ValueError(f"cannot pack {', '.join(unknown)}: the training data's sources are {', '.join(present)}")
 
 
 class ImageGroups(Dataset):
@@ -48,20 +59,24 @@ class ImageGroups(Dataset):
 
 
 def group_by_image(
-    parts: Sequence[Dataset], weights: Sequence[float] | None
+    parts: Sequence[Dataset], weights: Sequence[float] | None, sources: Collection[str] | None = None
 ) -> tuple[list[Dataset], list[float] | None]:
     """Merge the parts that share a source (the same images) into one `ImageGroups`, adding their weights.
+    With `sources`, only parts of those sources are grouped; the others stay one text per sample, in their place.
 
-    Weights then count images drawn rather than texts: `shapes:1,shapes_vqa:1,easy_vqa:1` draws two built-in scenes
-    (each with its caption and questions) for every easy-VQA image. Without weights, none are returned (the mixture
-    then draws as many images as each group has).
+    Weights of a grouped part then count images drawn rather than texts: `shapes:1,shapes_vqa:1,easy_vqa:1` draws
+    two built-in scenes (each with its caption and questions) for every easy-VQA image. Without weights, none are
+    returned (the mixture then draws as many items as each part has).
     """
     if weights is not None and len(parts) != len(weights):
         raise ValueError(f"need one weight per data set ({len(parts)} sets, {len(weights)} weights)")
-    by_source: dict[str, tuple[list[Dataset], float]] = {}
-    for index, part in enumerate(parts):
-        source = sample_source(part)
-        members, total = by_source.get(source, ([], 0.0))
-        by_source[source] = (members + [part], total + (weights[index] if weights is not None else 0.0))
-    groups = [ImageGroups(members) for members, _ in by_source.values()]
-    return groups, [total for _, total in by_source.values()] if weights is not None else None
+    present = [sample_source(part) for part in parts]
+    check_sources(present, sources)
+    # Keyed by ("group", source) for the parts to pack, ("keep", index) for a part left as it is.
+    merged: dict[tuple[str, str | int], tuple[list[Dataset], float]] = {}
+    for index, (part, source) in enumerate(zip(parts, present)):
+        key = ("group", source) if sources is None or source in sources else ("keep", index)
+        members, total = merged.get(key, ([], 0.0))
+        merged[key] = (members + [part], total + (weights[index] if weights is not None else 0.0))
+    groups = [ImageGroups(members) if kind == "group" else members[0] for (kind, _), (members, _) in merged.items()]
+    return groups, [total for _, total in merged.values()] if weights is not None else None
