@@ -2,7 +2,7 @@
 
 vlm-train                                     # the main job: built-in captions + questions + easy-VQA
 vlm-train --preset tiny --max-steps 50 --out-dir runs/tiny
-vlm-train --set decoder.depth=6 --lr-decoder 5e-4
+vlm-train --set decoder.depth=6 --lr-decoder 3e-4
 torchrun --standalone --nproc_per_node=2 -m vlm.cli.train --data coco --coco-root /data/coco
 vlm-train --out-dir runs/main --resume         # continue a run exactly where its last checkpoint left it
 """
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = DataPaths(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataPaths)})
     try:
         data = load_training_data(model_config, mixture, paths, args.val_samples, run_dir if args.resume else None)
-        check_sources([sample_source(part) for part in data.train_parts], parse_sources(train_config.packed_sources))
+        if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
+            check_sources([sample_source(p) for p in data.train_parts], parse_sources(train_config.packed_sources))
     except (ValueError, FileNotFoundError) as error:
         print(f"vlm-train: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

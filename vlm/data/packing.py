@@ -27,7 +27,7 @@ def sample_source(dataset: Dataset) -> str:
 
 
 def parse_sources(spec: str) -> list[str] | None:
-    """ "easy_vqa,shapes" -> ["easy_vqa", "shapes"]; "" -> None (every source)."""
+    """Split a comma-separated list: "easy_vqa,shapes" -> ["easy_vqa", "shapes"]; "" -> None (every source)."""
     return [name.strip() for name in spec.split(",") if name.strip()] or None
 
 
