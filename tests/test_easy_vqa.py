@@ -67,3 +67,12 @@ def test_prepare_script_prints_the_splits(capsys):
     assert [line.split()[0] for line in lines[0:6:2]] == ["train", "val", "test"]
     assert "13 answers" in lines[1]
     assert lines[-1].endswith("images shared by train and val: 0")
+
+
+def test_the_shapes_view_keeps_exactly_the_shape_questions(splits):
+    from vlm.data.catalog import build_dataset
+
+    shapes = build_dataset("easy_vqa_shapes", "val")
+    expected = [s.question for s in splits["val"] if s.meta["answer_type"] == "shape"]
+    assert expected and [s.question for s in shapes] == expected
+    assert {s.target for s in shapes} == {"circle", "rectangle", "triangle"}

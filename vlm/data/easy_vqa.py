@@ -18,7 +18,8 @@ def answer_type(answer: str) -> str:
 
 
 class EasyVQA(Dataset):
-    def __init__(self, split: str = "train"):
+    def __init__(self, split: str = "train", answer_types: tuple[str, ...] | None = None):
+        """answer_types: keep only the questions whose answer is of these types ("yes/no", "color", "shape")."""
         try:
             import easy_vqa
         except ImportError:
@@ -34,7 +35,11 @@ class EasyVQA(Dataset):
             keep = (lambda i: i % VAL_EVERY == 0) if split == "val" else (lambda i: i % VAL_EVERY != 0)
             questions, answers, image_ids = zip(*[row for row in zip(questions, answers, image_ids) if keep(row[2])])
         self.split = split
-        self.rows = list(zip(questions, answers, image_ids))
+        self.rows = [
+            row
+            for row in zip(questions, answers, image_ids)
+            if answer_types is None or answer_type(row[1]) in answer_types
+        ]
         self.paths = paths
 
     def __len__(self) -> int:
