@@ -25,7 +25,7 @@ class DataPaths:
 
 
 # easy_vqa_shapes: easy-VQA's questions whose answer is a shape, to give them a larger share of a mixture
-# (docs/recipe_sweep.md: the model reads easy-VQA's shapes only after ~10,000 shape answers).
+# (docs/recipe_sweep.md: with a quarter of each batch made of them, 84.6% of shape questions right against 41.2%).
 DATASET_NAMES = ("shapes", "shapes_vqa", "easy_vqa", "easy_vqa_shapes", "coco", "karpathy", "vqa")
 
 
