@@ -207,3 +207,17 @@ def test_decoder_outputs_for_the_last_positions_only_equal_those_of_the_full_pas
     last = model.decoder.forward_features(embeddings, positions, mask, num_outputs=3)
     assert last.shape == (2, 3, 32)
     torch.testing.assert_close(last, full[:, -3:])
+
+
+def test_training_and_inference_attention_kernels_agree(tokenizer):
+    # On the CPU, training (gradients recorded) runs attention through the math backend and inference through the
+    # fused kernel (see `cpu_math_attention`); both must read the same masks: prefix-LM and left padding.
+    config = small_config(32, 8, 2)
+    model = tiny_model(tokenizer, config)
+    images = torch.randn(2, 3, 32, 32)
+    ids, valid = left_pad([tokenizer.caption_prompt(), tokenizer.question_prompt("is it?")], tokenizer.pad_id)
+    training_kernel = model.logits(images, ids, valid)
+    with torch.no_grad():
+        inference_kernel = model.logits(images, ids, valid)
+    assert training_kernel.requires_grad and not inference_kernel.requires_grad
+    torch.testing.assert_close(inference_kernel[valid], training_kernel.detach()[valid], atol=1e-5, rtol=1e-5)
