@@ -167,7 +167,11 @@ class VisionLanguageModel(nn.Module):
         key_valid = torch.cat([attention_mask.new_ones(batch, self.num_image_tokens), attention_mask.bool()], dim=1)
         positions = masks.position_ids(key_valid)
         mask = masks.attention_mask(key_valid, num_slots, self.num_prefix)
-        hidden = self.decoder.forward_features(self._embed(image_tokens, input_ids), positions, mask, cache)
+        # Only the last position's output is read: the last block computes its query and MLP alone (the cache still
+        # gets every position's keys and values).
+        hidden = self.decoder.forward_features(
+            self._embed(image_tokens, input_ids), positions, mask, cache, num_outputs=1
+        )
         state = DecodingState(
             cache=cache,
             key_valid=torch.cat([key_valid, key_valid.new_ones(batch, max_new_tokens)], dim=1),
