@@ -4,7 +4,15 @@ from pathlib import Path
 import easy_vqa
 import pytest
 
-from vlm.data.easy_vqa import VAL_EVERY, EasyVQA
+from vlm.data.easy_vqa import (
+    VAL_EVERY,
+    EasyVQA,
+    answer_type,
+    asked_attribute,
+    flipped_counterparts,
+    image_attributes,
+    is_true,
+)
 from vlm.data.images import load_image
 
 
@@ -76,3 +84,42 @@ def test_the_shapes_view_keeps_exactly_the_shape_questions(splits):
     expected = [s.question for s in splits["val"] if s.meta["answer_type"] == "shape"]
     assert expected and [s.question for s in shapes] == expected
     assert {s.target for s in shapes} == {"circle", "rectangle", "triangle"}
+
+
+def test_a_flipped_question_asks_about_another_value_and_has_the_other_answer():
+    rows = [
+        ("what color is the shape?", "red", 0),
+        ("what shape is in the image?", "circle", 0),
+        ("is there a blue shape?", "no", 0),  # false: flips to the image's own colour
+        ("is there not a circle?", "no", 0),  # true (negated "no"): flips to another shape
+        ("is no triangle present?", "yes", 0),  # false
+        ("does the image contain a green shape?", "no", 1),  # image 1's colour is unknown: no counterpart
+    ]
+    counterparts = flipped_counterparts(rows)
+    assert counterparts[0] == ("is there a red shape?", "yes", 0)
+    question, answer, image = counterparts[1]
+    assert question.startswith("is there not a ") and answer == "yes" and image == 0
+    assert question.split()[-1].rstrip("?") in ("rectangle", "triangle")
+    assert counterparts[2] == ("is no circle present?", "no", 0)
+    assert len(counterparts) == 3
+    assert image_attributes(rows) == {0: {"color": "red", "shape": "circle"}}
+
+
+def test_the_balanced_view_agrees_with_every_image_and_evens_out_each_phrasing(splits):
+    from vlm.data.catalog import build_dataset
+
+    balanced = build_dataset("easy_vqa_balanced", "val")
+    original = splits["val"]
+    assert balanced.rows[: len(original)] == original.rows
+    added = balanced.rows[len(original) :]
+    assert len(added) > 0.8 * sum(1 for _, answer, _ in original.rows if answer in ("yes", "no"))
+    # Every counterpart is consistent with what the image's other answers say about it.
+    known = image_attributes(original.rows)
+    for question, answer, image_id in added:
+        word = asked_attribute(question)
+        kind = answer_type(word)
+        if kind in known[image_id]:
+            assert is_true(question, answer) == (word == known[image_id][kind]), (question, answer)
+    yes = sum(1 for _, answer, _ in balanced.rows if answer == "yes")
+    no = sum(1 for _, answer, _ in balanced.rows if answer == "no")
+    assert abs(yes - no) < 0.1 * (yes + no)

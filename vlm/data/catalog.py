@@ -26,7 +26,11 @@ class DataPaths:
 
 # easy_vqa_shapes: easy-VQA's questions whose answer is a shape, to give them a larger share of a mixture
 # (docs/recipe_sweep.md: with a quarter of each batch made of them, 84.6% of shape questions right against 41.2%).
-DATASET_NAMES = ("shapes", "shapes_vqa", "easy_vqa", "easy_vqa_shapes", "coco", "karpathy", "vqa")
+# easy_vqa_balanced: easy-VQA with every yes/no question also asked so that the answer flips (see
+# `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
+DATASET_NAMES = (
+    "shapes", "shapes_vqa", "easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "coco", "karpathy", "vqa"
+)
 
 
 def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: str | None = None) -> Dataset:
@@ -38,10 +42,14 @@ def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: s
         from vlm.data.shapes import ShapesDataset
 
         return ShapesDataset(split, task="caption" if name == "shapes" else "vqa")
-    if name in ("easy_vqa", "easy_vqa_shapes"):
+    if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced"):
         from vlm.data.easy_vqa import EasyVQA
 
-        return EasyVQA(split, answer_types=("shape",) if name == "easy_vqa_shapes" else None)
+        return EasyVQA(
+            split,
+            answer_types=("shape",) if name == "easy_vqa_shapes" else None,
+            balanced=name == "easy_vqa_balanced",
+        )
     if name == "coco":
         from vlm.data.coco import CocoCaptions
 

@@ -4,22 +4,84 @@ that training did."""
 
 from __future__ import annotations
 
+import random
+import re
+
 from torch.utils.data import Dataset
 
 from vlm.data.sample import Sample
 
 VAL_EVERY = 20  # every 20th train image id is validation
+COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+SHAPES = ("circle", "rectangle", "triangle")
+Row = tuple[str, str, int]  # (question, answer, image id)
 
 
 def answer_type(answer: str) -> str:
     if answer in ("yes", "no"):
         return "yes/no"
-    return "shape" if answer in ("circle", "rectangle", "triangle") else "color"
+    return "shape" if answer in SHAPES else "color"
+
+
+def asked_attribute(question: str) -> str:
+    """The one colour or shape word a yes/no question asks about ("is there a red shape?" -> "red")."""
+    words = [word for word in re.findall(r"[a-z]+", question) if word in COLORS or word in SHAPES]
+    if len(words) != 1:
+        raise ValueError(f"expected one colour or shape word in {question!r}, found {words}")
+    return words[0]
+
+
+def is_true(question: str, answer: str) -> bool:
+    """Whether the image has the asked colour or shape: "yes" to "is there a red shape?", or "no" to a negated
+    question ("is there not a red shape?", "does the image not contain...", "is no red shape present?")."""
+    negated = re.search(r"\b(not|no)\b", question) is not None
+    return (answer == "yes") != negated
+
+
+def image_attributes(rows: list[Row]) -> dict[int, dict[str, str]]:
+    """{image id: {"color": ..., "shape": ...}} as far as the answers tell: a colour or shape answer, or a yes/no
+    answer that says the image has the asked colour or shape."""
+    known: dict[int, dict[str, str]] = {}
+    for question, answer, image_id in rows:
+        kind = answer_type(answer)
+        if kind == "yes/no":
+            word = asked_attribute(question)
+            if is_true(question, answer):
+                known.setdefault(image_id, {})[answer_type(word)] = word
+        else:
+            known.setdefault(image_id, {})[kind] = answer
+    return known
+
+
+def flipped_counterparts(rows: list[Row], seed: int = 0) -> list[Row]:
+    """For each yes/no question, the same question about another colour or shape, chosen so that the answer flips:
+    the image's own value when it lacks the asked one, another value when it has it. easy-VQA's phrasings are
+    lopsided ("is there a red shape?" is "no" 87% of the time), so a model can reach 82% on its yes/no questions
+    without looking; with each question also asked the other way round, the text alone predicts nothing (the
+    balancing of VQA v2, Goyal et al. 2017). Questions whose image's value is unknown get no counterpart."""
+    known = image_attributes(rows)
+    rng = random.Random(seed)
+    counterparts = []
+    for question, answer, image_id in rows:
+        if answer_type(answer) != "yes/no":
+            continue
+        word = asked_attribute(question)
+        kind = answer_type(word)
+        if is_true(question, answer):
+            replacement = rng.choice([value for value in (SHAPES if kind == "shape" else COLORS) if value != word])
+        elif kind in known.get(image_id, {}):
+            replacement = known[image_id][kind]
+        else:
+            continue
+        flipped = re.sub(rf"\b{word}\b", replacement, question)
+        counterparts.append((flipped, "no" if answer == "yes" else "yes", image_id))
+    return counterparts
 
 
 class EasyVQA(Dataset):
-    def __init__(self, split: str = "train", answer_types: tuple[str, ...] | None = None):
-        """answer_types: keep only the questions whose answer is of these types ("yes/no", "color", "shape")."""
+    def __init__(self, split: str = "train", answer_types: tuple[str, ...] | None = None, balanced: bool = False):
+        """answer_types: keep only the questions whose answer is of these types ("yes/no", "color", "shape").
+        balanced: add each yes/no question's `flipped_counterparts` after the questions themselves."""
         try:
             import easy_vqa
         except ImportError:
@@ -35,11 +97,13 @@ class EasyVQA(Dataset):
             keep = (lambda i: i % VAL_EVERY == 0) if split == "val" else (lambda i: i % VAL_EVERY != 0)
             questions, answers, image_ids = zip(*[row for row in zip(questions, answers, image_ids) if keep(row[2])])
         self.split = split
-        self.rows = [
+        self.rows: list[Row] = [
             row
             for row in zip(questions, answers, image_ids)
             if answer_types is None or answer_type(row[1]) in answer_types
         ]
+        if balanced:
+            self.rows += flipped_counterparts(self.rows)
         self.paths = paths
 
     def __len__(self) -> int:
