@@ -1,6 +1,7 @@
 """vlm/benchmarks.py (ceiling, training step, FLOPs, memory, our model against its peer) and scripts/bench.py."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 
 from vlm.benchmarks import (
     LiveTensorBytes,
+    alternating_seconds,
     compare_speed,
     count_step,
     format_ceiling,
@@ -77,6 +79,22 @@ def test_step_measurement_counts_weights_optimizer_state_and_activations(tokeniz
     assert step.batch_size == 3 and step.text_tokens == int(batch["attention_mask"].sum())
     assert step.images_per_s == pytest.approx(3 / step.seconds)
     assert step.gflops == pytest.approx(step.flops / step.seconds / 1e9)
+
+
+def test_alternating_timing_calls_the_functions_in_turn_and_takes_each_ones_median():
+    calls = []
+    ticks = {"fast": 0.0, "slow": 0.02}
+
+    def timed(name):
+        def run():
+            calls.append(name)
+            time.sleep(ticks[name])
+
+        return run
+
+    seconds = alternating_seconds({"fast": timed("fast"), "slow": timed("slow")}, repeats=3, device=torch.device("cpu"))
+    assert calls == ["fast", "slow"] * 4  # one warm-up round, then three timed rounds
+    assert seconds["slow"] >= 0.02 > seconds["fast"]
 
 
 def test_a_slow_matrix_multiply_is_measured_on_fewer_rows():

@@ -58,6 +58,20 @@ def seconds_per_call(function: Callable[[], object], repeats: int, device: torch
     return statistics.median(times)
 
 
+def alternating_seconds(
+    functions: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each function, called in turn (a, b, a, b, ...) rather than one after the other, so that
+    a slow spell of a shared machine falls on all of them alike and their ratios stay steady."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for round_ in range(warmup + repeats):
+        for name, function in functions.items():
+            seconds = seconds_per_call(function, 1, device, warmup=0)
+            if round_ >= warmup:
+                times[name].append(seconds)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The ceiling: what the machine's matrix multiply reaches at the shapes the model multiplies
 
@@ -242,6 +256,49 @@ def count_step(step: Callable[[], object], persistent: Sequence[torch.Tensor]) -
     return flops.get_total_flops(), tensor_bytes(persistent) + memory.peak
 
 
+@dataclass
+class TrainingStep:
+    """A model's training step, ready to time: `run()` does one step; FLOPs and peak memory already counted."""
+
+    run: Callable[[], None]
+    flops: int
+    peak_bytes: int
+    parameters: int
+
+    def measurement(self, batch: dict[str, torch.Tensor], dtype: torch.dtype, seconds: float) -> StepMeasurement:
+        return StepMeasurement(
+            batch_size=len(batch["images"]),
+            text_tokens=int(batch["attention_mask"].sum()),
+            dtype="bfloat16" if dtype == torch.bfloat16 else "float32",
+            seconds=seconds,
+            flops=self.flops,
+            peak_bytes=self.peak_bytes,
+            parameters=self.parameters,
+        )
+
+
+def prepare_training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    autocast_dtype: torch.dtype = torch.float32,
+    grad_clip: float = 1.0,
+) -> TrainingStep:
+    """The step on `batch` (already on the model's device), after one step to let AdamW make its state (the steady
+    state is what is measured), with its FLOPs and peak memory counted. The weights change as steps run; speed does
+    not depend on them."""
+
+    def step() -> None:
+        optimizer_step(model, optimizer, batch, autocast_dtype, grad_clip)
+
+    model.train()
+    step()
+    persistent = [*model.parameters(), *batch.values()]
+    persistent += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    flops, peak_bytes = count_step(step, persistent)
+    return TrainingStep(step, flops, peak_bytes, sum(p.numel() for p in model.parameters()))
+
+
 def measure_training_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -250,28 +307,10 @@ def measure_training_step(
     repeats: int = 5,
     grad_clip: float = 1.0,
 ) -> StepMeasurement:
-    """Time, FLOPs and peak memory of a training step on `batch` (already on the model's device). The weights
-    change as the steps run; speed does not depend on them."""
-    device = next(model.parameters()).device
-
-    def step() -> None:
-        optimizer_step(model, optimizer, batch, autocast_dtype, grad_clip)
-
-    model.train()
-    step()  # AdamW makes its state on the first step: measure the steady state after it
-    persistent = [*model.parameters(), *batch.values()]
-    persistent += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
-    flops, peak_bytes = count_step(step, persistent)
-    seconds = seconds_per_call(step, repeats, device)
-    return StepMeasurement(
-        batch_size=len(batch["images"]),
-        text_tokens=int(batch["attention_mask"].sum()),
-        dtype="bfloat16" if autocast_dtype == torch.bfloat16 else "float32",
-        seconds=seconds,
-        flops=flops,
-        peak_bytes=peak_bytes,
-        parameters=sum(p.numel() for p in model.parameters()),
-    )
+    """Time, FLOPs and peak memory of one model's training step on `batch`."""
+    step = prepare_training_step(model, optimizer, batch, autocast_dtype, grad_clip)
+    seconds = seconds_per_call(step.run, repeats, next(model.parameters()).device)
+    return step.measurement(batch, autocast_dtype, seconds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,19 +330,18 @@ class GenerationTiming:
         return self.ms_no_cache / self.ms_cache
 
 
-def time_generation(
+def captioning_call(
     model: nn.Module,
     tokenizer: Tokenizer,
     batch_size: int,
     use_cache: bool,
     new_tokens: int = 32,
     autocast_dtype: torch.dtype | None = None,
-    repeats: int = 3,
     generate_fn: Callable[..., list[list[int]]] = generate,
-    warmup: int = 1,
-) -> float:
-    """Milliseconds per caption (image encoding included) for greedy captions of exactly `new_tokens` tokens.
-    `generate_fn` has `vlm.generate.generate`'s signature (the peer's is `vlm.peer.peer_generate`)."""
+) -> Callable[[], None]:
+    """A call that writes greedy captions of exactly `new_tokens` tokens for `batch_size` random images (image
+    encoding included). `generate_fn` has `vlm.generate.generate`'s signature (the peer's is
+    `vlm.peer.peer_generate`)."""
     device = next(model.parameters()).device
     size = model.config.vision.image_size
     generator = torch.Generator().manual_seed(0)
@@ -317,7 +355,23 @@ def time_generation(
         )
         assert all(len(row) == new_tokens for row in outputs)
 
-    return 1000 * seconds_per_call(run, repeats, device, warmup) / batch_size
+    return run
+
+
+def time_generation(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    batch_size: int,
+    use_cache: bool,
+    new_tokens: int = 32,
+    autocast_dtype: torch.dtype | None = None,
+    repeats: int = 3,
+    generate_fn: Callable[..., list[list[int]]] = generate,
+    warmup: int = 1,
+) -> float:
+    """Milliseconds per caption of `captioning_call`."""
+    run = captioning_call(model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, generate_fn)
+    return 1000 * seconds_per_call(run, repeats, next(model.parameters()).device, warmup) / batch_size
 
 
 def generation_timings(
@@ -484,8 +538,9 @@ def compare_speed(
     peak: Sequence[MatmulSpeed] | None = None,
 ) -> SpeedComparison:
     """The ceiling at this config's shapes, then for our model and its peer: the training step on `batch` and
-    generation, in the precision training would use (`train_config.dtype`) with the optimizer it would build.
-    `peak` is `matmul_peak()`'s result, measured once per run (measured here when not given)."""
+    generation, in the precision training would use (`train_config.dtype`) with the optimizer it would build, each
+    timing the median of `repeats` calls alternating between the two models. `peak` is `matmul_peak()`'s result,
+    measured once per run (measured here when not given)."""
     from vlm.peer import PeerModel, build_peer_optimizer, peer_generate
 
     device = torch.device(device)
@@ -494,24 +549,42 @@ def compare_speed(
     batch = {name: tensor.to(device) for name, tensor in batch.items()}
     amp_dtype = autocast_dtype(device, train_config.dtype)
     dtype = "bfloat16" if amp_dtype == torch.bfloat16 else "float32"
+    gen_dtype = None if dtype == "float32" else amp_dtype
     ceiling = matmul_ceiling(config, len(batch["images"]), batch["input_ids"].shape[1], ceiling_dtypes, device)
     peak = list(peak) if peak is not None else matmul_peak(ceiling_dtypes, device)
 
-    def measure(model: nn.Module, optimizer: torch.optim.Optimizer, generate_fn: Callable) -> ModelSpeed:
-        step = measure_training_step(model, optimizer, batch, amp_dtype, repeats, train_config.grad_clip)
-        timings = generation_timings(
-            model, tokenizer, generation_batch_sizes, [dtype], new_tokens, max(1, repeats // 2), generate_fn
-        )
-        return ModelSpeed(step, timings)
-
     torch.manual_seed(train_config.seed)
     ours = VisionLanguageModel(config).to(device)
-    our_speed = measure(ours, build_optimizer(ours, train_config), generate)
-    del ours
     torch.manual_seed(train_config.seed)
     peer = PeerModel(config, tokenizer).to(device)
-    peer_speed = measure(peer, build_peer_optimizer(peer, train_config), peer_generate)
-    return SpeedComparison(preset, ceiling, peak, our_speed, peer_speed, peer.mlp_width)
+    models = {"ours": (ours, build_optimizer(ours, train_config), generate)}
+    models["peer"] = (peer, build_peer_optimizer(peer, train_config), peer_generate)
+
+    # Every timing alternates between the two models (`alternating_seconds`): the ratios are what is reported.
+    steps = {
+        name: prepare_training_step(model, optimizer, batch, amp_dtype, train_config.grad_clip)
+        for name, (model, optimizer, _) in models.items()
+    }
+    step_seconds = alternating_seconds({name: step.run for name, step in steps.items()}, repeats, device)
+    for model, _, _ in models.values():
+        model.eval()
+    timings: dict[str, list[GenerationTiming]] = {name: [] for name in models}
+    for batch_size in generation_batch_sizes:
+        ms = {}
+        for use_cache in (True, False):
+            calls = {
+                name: captioning_call(model, tokenizer, batch_size, use_cache, new_tokens, gen_dtype, generate_fn)
+                for name, (model, _, generate_fn) in models.items()
+            }
+            seconds = alternating_seconds(calls, repeats, device)
+            ms[use_cache] = {name: 1000 * value / batch_size for name, value in seconds.items()}
+        for name in models:
+            timings[name].append(GenerationTiming(batch_size, dtype, new_tokens, ms[True][name], ms[False][name]))
+    speeds = {
+        name: ModelSpeed(steps[name].measurement(batch, amp_dtype, step_seconds[name]), timings[name])
+        for name in models
+    }
+    return SpeedComparison(preset, ceiling, peak, speeds["ours"], speeds["peer"], peer.mlp_width)
 
 
 def format_ceiling(comparisons: Sequence[SpeedComparison]) -> str:
