@@ -380,7 +380,8 @@ def generation_timings(
                 name: captioning_call(model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, generate_fn)
                 for name, use_cache in (("cache", True), ("no cache", False))
             }
-            ms = {name: 1000 * s / batch_size for name, s in alternating_seconds(calls, repeats, device, warmup).items()}
+            seconds = alternating_seconds(calls, repeats, device, warmup)
+            ms = {name: 1000 * value / batch_size for name, value in seconds.items()}
             timings.append(GenerationTiming(batch_size, dtype, new_tokens, ms["cache"], ms["no cache"]))
     return timings
 
@@ -542,8 +543,10 @@ def compare_speed(
     ours = VisionLanguageModel(config).to(device)
     torch.manual_seed(train_config.seed)
     peer = PeerModel(config, tokenizer).to(device)
-    models = {"ours": (ours, build_optimizer(ours, train_config), generate)}
-    models["peer"] = (peer, build_peer_optimizer(peer, train_config), peer_generate)
+    models = {
+        "ours": (ours, build_optimizer(ours, train_config), generate),
+        "peer": (peer, build_peer_optimizer(peer, train_config), peer_generate),
+    }
 
     # Every timing alternates between the two models (`alternating_seconds`): the ratios are what is reported.
     steps = {

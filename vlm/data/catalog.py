@@ -28,9 +28,7 @@ class DataPaths:
 # (docs/recipe_sweep.md: with a quarter of each batch made of them, 84.6% of shape questions right against 41.2%).
 # easy_vqa_balanced: easy-VQA with every yes/no question also asked so that the answer flips (see
 # `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
-DATASET_NAMES = (
-    "shapes", "shapes_vqa", "easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "coco", "karpathy", "vqa"
-)
+DATASET_NAMES = ("shapes", "shapes_vqa", "easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "coco", "karpathy", "vqa")
 
 
 def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: str | None = None) -> Dataset:
