@@ -41,9 +41,15 @@ BENCH_TEXTS = [
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def seconds_per_call(function: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+def seconds_per_call(
+    function: Callable[[], object],
+    repeats: int,
+    device: torch.device,
+    warmup: int = 1,
+    statistic: Callable[[list[float]], float] = statistics.median,
+) -> float:
     """Median wall time of `function()` over `repeats` calls, after `warmup` calls (allocations, kernel choice,
-    compilation)."""
+    compilation); `statistic=min` gives the best call instead."""
     for _ in range(warmup):
         function()
     times = []
@@ -55,7 +61,7 @@ def seconds_per_call(function: Callable[[], object], repeats: int, device: torch
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistic(times)
 
 
 def alternating_seconds(
@@ -107,16 +113,17 @@ def matmul_gflops(
     seconds: float = 0.3,
     max_call_s: float = 0.1,
 ) -> tuple[float, int]:
-    """GFLOP/s of (rows, inner) @ (inner, cols) in `dtype`, timed for about `seconds`. Returns it with the rows used:
-    where one call would take longer than `max_call_s` (bf16 on a CPU without bf16 instructions runs ~100x slower
-    than float32) the rows are cut so that it does not, which leaves the rate per row as it was."""
+    """GFLOP/s of (rows, inner) @ (inner, cols) in `dtype`, its best call over about `seconds` (a ceiling is what the
+    machine can do, so a call slowed by another process should not lower it). Returns it with the rows used: where
+    one call would take longer than `max_call_s` (bf16 on a CPU without bf16 instructions runs ~100x slower than
+    float32) the rows are cut so that it does not, which leaves the rate per row as it was."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
 
     def rate(rows: int, calls: int) -> float:
         left = torch.randn(rows, inner, generator=generator).to(device, dtype)
         right = torch.randn(inner, cols, generator=generator).to(device, dtype)
-        elapsed = seconds_per_call(lambda: torch.mm(left, right), calls, device)
+        elapsed = seconds_per_call(lambda: torch.mm(left, right), calls, device, statistic=min)
         return 2 * rows * inner * cols / elapsed
 
     probe_rows = min(rows, 64)
