@@ -365,6 +365,14 @@ def captioning_call(
     return run
 
 
+def ms_per_caption(
+    calls: dict[str, Callable[[], None]], batch_size: int, repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, float]:
+    """Milliseconds per caption of each `captioning_call` of `batch_size` captions, timed in alternation."""
+    seconds = alternating_seconds(calls, repeats, device, warmup)
+    return {name: 1000 * value / batch_size for name, value in seconds.items()}
+
+
 def generation_timings(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -387,8 +395,7 @@ def generation_timings(
                 name: captioning_call(model, tokenizer, batch_size, use_cache, new_tokens, autocast_dtype, generate_fn)
                 for name, use_cache in (("cache", True), ("no cache", False))
             }
-            seconds = alternating_seconds(calls, repeats, device, warmup)
-            ms = {name: 1000 * value / batch_size for name, value in seconds.items()}
+            ms = ms_per_caption(calls, batch_size, repeats, device, warmup)
             timings.append(GenerationTiming(batch_size, dtype, new_tokens, ms["cache"], ms["no cache"]))
     return timings
 
@@ -571,8 +578,7 @@ def compare_speed(
                 name: captioning_call(model, tokenizer, batch_size, use_cache, new_tokens, gen_dtype, generate_fn)
                 for name, (model, _, generate_fn) in models.items()
             }
-            seconds = alternating_seconds(calls, repeats, device)
-            ms[use_cache] = {name: 1000 * value / batch_size for name, value in seconds.items()}
+            ms[use_cache] = ms_per_caption(calls, batch_size, repeats, device)
         for name in models:
             timings[name].append(GenerationTiming(batch_size, dtype, new_tokens, ms[True][name], ms[False][name]))
     speeds = {
