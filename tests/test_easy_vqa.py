@@ -105,6 +105,16 @@ def test_a_flipped_question_asks_about_another_value_and_has_the_other_answer():
     assert image_attributes(rows) == {0: {"color": "red", "shape": "circle"}}
 
 
+def test_a_yes_no_question_must_name_exactly_one_colour_or_shape():
+    assert asked_attribute("does the image not contain a teal shape?") == "teal"
+    with pytest.raises(
+        ValueError, match=r"expected one colour or shape word in 'is there a red circle\?', found \['red', 'circle'\]"
+    ):
+        asked_attribute("is there a red circle?")
+    with pytest.raises(ValueError, match=r"expected one colour or shape word in 'is it there\?', found \[\]"):
+        asked_attribute("is it there?")
+
+
 def test_the_balanced_view_agrees_with_every_image_and_evens_out_each_phrasing(splits):
     from vlm.data.catalog import build_dataset
 
