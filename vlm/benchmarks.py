@@ -221,14 +221,20 @@ def optimizer_step(
     grad_clip: float = 1.0,
 ) -> torch.Tensor:
     """One step on `batch` as `vlm.train.train` takes it (one process, no gradient accumulation): loss under
-    autocast, backward, clipping, AdamW, gradients cleared. Any model whose `forward(**batch)` is the loss will do
-    (ours, or the peer). Returns the loss."""
+    autocast, backward, clipping, the optimizer's step, gradients cleared. Any model whose `forward(**batch)` is the
+    loss will do (ours, or the peer). Returns the loss."""
+    loss = loss_and_gradients(model, batch, autocast_dtype)
+    apply_gradients(model, optimizer, grad_clip)
+    return loss
+
+
+def loss_and_gradients(model: nn.Module, batch: dict[str, torch.Tensor], autocast_dtype: torch.dtype) -> torch.Tensor:
+    """The model's share of a training step: the loss under autocast, and its backward pass."""
     device_type = next(model.parameters()).device.type
     amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype != torch.float32 else nullcontext()
     with amp:
         loss = model(**batch)
     loss.backward()
-    apply_gradients(model, optimizer, grad_clip)
     return loss.detach()
 
 
@@ -238,7 +244,7 @@ class StepMeasurement:
     text_tokens: int  # real (unpadded) text tokens in the batch
     dtype: str
     seconds: float  # per step, median
-    flops: float  # per step, counted (forward and backward matrix products; AdamW's elementwise work is not)
+    flops: float  # per step, counted: the model's forward and backward (the optimizer's step is timed, not counted)
     peak_bytes: int  # live tensors at the step's peak: weights, optimizer state, batch, activations, gradients
     parameters: int
 
@@ -291,7 +297,7 @@ def prepare_training_step(
     autocast_dtype: torch.dtype = torch.float32,
     grad_clip: float = 1.0,
 ) -> TrainingStep:
-    """The step on `batch` (already on the model's device), after one step to let AdamW make its state (the steady
+    """The step on `batch` (already on the model's device), after one step to let the optimizer make its state (the steady
     state is what is measured), with its FLOPs and peak memory counted. The weights change as steps run; speed does
     not depend on them."""
 
@@ -302,7 +308,11 @@ def prepare_training_step(
     step()
     persistent = [*model.parameters(), *batch.values()]
     persistent += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
-    flops, peak_bytes = count_step(step, persistent)
+    _, peak_bytes = count_step(step, persistent)
+    # Utilization is the model's work per second: its forward and backward passes, not the optimizer's update
+    # (Muon's orthogonalization is matrix products too, ~1/3 of the model's FLOPs for the default preset).
+    flops, _ = count_step(lambda: loss_and_gradients(model, batch, autocast_dtype), [])
+    model.zero_grad(set_to_none=True)
     return TrainingStep(step, flops, peak_bytes, sum(p.numel() for p in model.parameters()))
 
 
@@ -607,7 +617,7 @@ def format_steps(comparisons: Sequence[SpeedComparison]) -> str:
         f"  {'preset':<8} {'model':<5} {'params':>8} {'dtype':<8} {'batch':>5} {'images/s':>9} {'tokens/s':>9} "
         f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'of peak':>8} {'peak MB':>8}"
     )
-    lines = ["training step (forward, backward, clipping, AdamW)", header]
+    lines = ["training step (forward, backward, clipping, optimizer)", header]
     for comparison in comparisons:
         for name, speed in (("ours", comparison.ours), ("peer", comparison.peer)):
             step = speed.step

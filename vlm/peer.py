@@ -23,7 +23,7 @@ from vlm.generate import GenerationConfig
 from vlm.model import VisionLanguageModel
 from vlm.predict import Predictor
 from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig
+from vlm.train import TrainConfig, optimizer_for_parts
 
 IGNORE_INDEX = -100  # what Hugging Face's loss skips
 
@@ -204,21 +204,14 @@ class PeerPredictor(Predictor):
         return self.model.generate_ids(image_batch, prompts, config, image_index, self.autocast_dtype)
 
 
-def build_peer_optimizer(model: PeerModel, config: TrainConfig, fused: bool = True) -> torch.optim.AdamW:
-    """AdamW exactly as `vlm.train.build_optimizer` sets it up for our model: the encoder, the layer between encoder
-    and decoder, and the decoder at their parts' learning rates; matrices decay, biases and norms do not."""
+def build_peer_optimizer(model: PeerModel, config: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
+    """The optimizer exactly as `vlm.train.build_optimizer` sets it up for our model: the encoder, the layer between
+    encoder and decoder, and the decoder at their parts' learning rates, Muon or AdamW as `config.optimizer` says."""
     hf = model.hf
-    parts = {"encoder": config.lr_encoder, "enc_to_dec_proj": config.lr_projector, "decoder": config.lr_decoder}
-    groups = []
-    for part, lr in parts.items():
-        if not hasattr(hf, part):  # no projection when encoder and decoder have the same width
-            continue
-        params = [p for p in getattr(hf, part).parameters() if p.requires_grad]
-        for decay in (True, False):
-            chosen = [p for p in params if (p.dim() >= 2) == decay]
-            if chosen:
-                groups.append(
-                    {"params": chosen, "lr": lr, "peak_lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
-                )
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters())), "a peer parameter has no group"
-    return torch.optim.AdamW(groups, betas=config.betas, fused=fused)
+    lrs = {"encoder": config.lr_encoder, "enc_to_dec_proj": config.lr_projector, "decoder": config.lr_decoder}
+    # no enc_to_dec_proj when encoder and decoder have the same width
+    parts = [(getattr(hf, part), lr) for part, lr in lrs.items() if hasattr(hf, part)]
+    optimizer = optimizer_for_parts(parts, config, fused)
+    grouped = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert grouped == len(list(model.parameters())), "a peer parameter has no group"
+    return optimizer

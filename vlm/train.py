@@ -1,4 +1,4 @@
-"""The training loop: AdamW with warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast,
+"""The training loop: Muon and AdamW with warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast,
 periodic validation, atomic checkpoints with exact resume, and DistributedDataParallel under torchrun.
 
 The step itself is `model(**batch)`; everything else here is bookkeeping, kept in small functions. Data comes in
@@ -31,6 +31,7 @@ from vlm.config import VLMConfig
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
 from vlm.data.packing import group_by_image, parse_sources
 from vlm.model import VisionLanguageModel
+from vlm.optim import MuonAdamW, muon_matrices
 from vlm.tokenizer import Tokenizer
 
 
@@ -48,6 +49,10 @@ class TrainConfig:
     lr_encoder: float = 5e-4
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
+    # "muon": Muon for the linear layers' weight matrices, AdamW for the rest (vlm/optim.py); at 1000 steps it named
+    # every object right on 74% of validation images against AdamW's 36% (docs/recipe_sweep.md). "adamw": AdamW alone.
+    optimizer: str = "muon"
+    muon_lr_ratio: float = 4.0  # Muon's learning rate as a multiple of its part's
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decays to this fraction of each peak learning rate
     grad_clip: float = 1.0
@@ -73,6 +78,8 @@ class TrainConfig:
     packed_sources: str = ""
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("muon", "adamw"):
+            raise ValueError(f"optimizer must be 'muon' or 'adamw', got {self.optimizer!r}")
         if self.loss_mean not in ("token", "sample"):
             raise ValueError(f"loss_mean must be 'token' or 'sample', got {self.loss_mean!r}")
         if self.packed_text_len < 0:
@@ -139,21 +146,36 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: VisionLanguageModel, config: TrainConfig, fused: bool = True) -> torch.optim.AdamW:
-    """One group per part (encoder, projector, decoder) and per decay: matrices decay, biases and norms do not.
-    fused: one kernel for every parameter (CPU and GPU); on a CPU it takes a third of the time of the default
-    per-parameter loop (8 vs 24 ms a step for the default preset)."""
-    part_lrs = {"vision_encoder": config.lr_encoder, "projector": config.lr_projector, "decoder": config.lr_decoder}
+def build_optimizer(model: VisionLanguageModel, config: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
+    """The encoder, the projector and the decoder, each at its own learning rate (see `optimizer_for_parts`)."""
+    parts = [(model.vision_encoder, config.lr_encoder), (model.projector, config.lr_projector)]
+    return optimizer_for_parts([*parts, (model.decoder, config.lr_decoder)], config, fused)
+
+
+def optimizer_for_parts(
+    parts: list[tuple[torch.nn.Module, float]], config: TrainConfig, fused: bool = True
+) -> torch.optim.Optimizer:
+    """Groups per part and kind. With `config.optimizer == "muon"` a part's linear-layer matrices take Muon steps at
+    `muon_lr_ratio` times its learning rate; everything else takes AdamW steps, matrices, embeddings and convolutions
+    with weight decay, biases and norms without.
+    fused: AdamW in one kernel for every parameter (CPU and GPU); on a CPU it takes a third of the time of the
+    default per-parameter loop (8 vs 24 ms a step for the default preset under AdamW alone)."""
     groups = []
-    for part, lr in part_lrs.items():
-        params = [p for p in getattr(model, part).parameters() if p.requires_grad]
-        for decay in (True, False):
-            chosen = [p for p in params if (p.dim() >= 2) == decay]
+    for module, lr in parts:
+        params = [p for p in module.parameters() if p.requires_grad]
+        matrices = muon_matrices(module) if config.optimizer == "muon" else set()
+        kinds = [
+            ([p for p in params if p in matrices], True, lr * config.muon_lr_ratio, config.weight_decay),
+            ([p for p in params if p not in matrices and p.dim() >= 2], False, lr, config.weight_decay),
+            ([p for p in params if p.dim() < 2], False, lr, 0.0),
+        ]
+        for chosen, muon, group_lr, decay in kinds:
             if chosen:
                 groups.append(
-                    {"params": chosen, "lr": lr, "peak_lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
+                    {"params": chosen, "muon": muon, "lr": group_lr, "peak_lr": group_lr, "weight_decay": decay}
                 )
-    return torch.optim.AdamW(groups, betas=config.betas, fused=fused)
+    device = groups[0]["params"][0].device
+    return MuonAdamW(groups, betas=config.betas, fused=fused, newton_schulz_dtype=autocast_dtype(device, config.dtype))
 
 
 def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> None:

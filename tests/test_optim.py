@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from vlm.config import get_preset
+from vlm.model import VisionLanguageModel
+from vlm.optim import MuonAdamW, muon_matrices, orthogonalize
+from vlm.train import TrainConfig, build_optimizer
+
+
+@pytest.mark.parametrize("shape", [(48, 16), (16, 48), (32, 32)])
+def test_orthogonalize_flattens_the_singular_values(shape):
+    torch.manual_seed(0)
+    matrix = torch.randn(shape) @ torch.diag(torch.logspace(0, 1, shape[1]))  # singular values spread 10x
+    singular = torch.linalg.svdvals(orthogonalize(matrix, steps=5, dtype=torch.float32))
+    # The quintic iteration lands every singular value in roughly [0.7, 1.2], not exactly on 1.
+    assert singular.min() > 0.6 and singular.max() < 1.25
+
+
+def test_muon_steps_match_torch_muon():
+    torch.manual_seed(0)
+    ours = torch.nn.Parameter(torch.randn(24, 40))
+    start = ours.detach().clone()
+    reference = torch.nn.Parameter(start.clone())
+    settings = dict(lr=0.02, weight_decay=0.1)
+    optimizer = MuonAdamW([{"params": [ours], "muon": True}], momentum=0.95, **settings)
+    # torch.optim.Muon orthogonalizes in bfloat16: the two agree to bf16's precision.
+    torch_muon = torch.optim.Muon([reference], momentum=0.95, adjust_lr_fn="match_rms_adamw", **settings)
+    for _ in range(3):
+        grad = torch.randn(24, 40)
+        for param, opt in ((ours, optimizer), (reference, torch_muon)):
+            param.grad = grad.clone()
+            opt.step()
+    moved = (reference - start).abs().max()
+    assert moved > 0.03  # several times the tolerance: the comparison is not of two parameters that barely moved
+    torch.testing.assert_close(ours, reference, atol=2e-3, rtol=0)
+
+
+def test_adamw_groups_match_torch_adamw():
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    settings = dict(lr=0.01, betas=(0.9, 0.98), weight_decay=0.05)
+    optimizer = MuonAdamW([{"params": ours}], **settings)
+    torch_adamw = torch.optim.AdamW(reference, **settings)
+    for _ in range(4):
+        grads = [torch.randn_like(p) for p in ours]
+        for params, opt in ((ours, optimizer), (reference, torch_adamw)):
+            for param, grad in zip(params, grads):
+                param.grad = grad.clone()
+            opt.step()
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b)
+
+
+def test_muon_group_refuses_other_than_matrices():
+    with pytest.raises(ValueError, match="2-D matrices only"):
+        MuonAdamW([{"params": [torch.nn.Parameter(torch.zeros(4))], "muon": True}])
+
+
+def test_muon_takes_the_linear_matrices_and_adamw_the_rest():
+    model = VisionLanguageModel(get_preset("tiny"))
+    matrices = muon_matrices(model)
+    names = {name for name, p in model.named_parameters() if p in matrices}
+    assert "decoder.blocks.0.mlp.up.weight" in names and "projector.mlp.0.weight" in names
+    assert "vision_encoder.vit.blocks.0.attn.qkv.weight" in names
+    # Looked up, not multiplied (the token table is also the tied output layer); convolutions; 1-D parameters.
+    assert not names & {"decoder.token_embedding.weight", "decoder.position_embedding.weight"}
+    assert not any("patch_embed" in n or n.endswith(".bias") for n in names)
+
+    config = TrainConfig(lr_decoder=1e-3, muon_lr_ratio=4.0)
+    optimizer = build_optimizer(model, config)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == len(list(model.parameters()))
+    for group in optimizer.param_groups:
+        assert group["muon"] == all(p in matrices for p in group["params"])
+    decoder_muon = next(
+        g for g in optimizer.param_groups if g["muon"] and g["params"][0] in set(model.decoder.parameters())
+    )
+    assert math.isclose(decoder_muon["lr"], 4e-3)
+
+    adamw_only = build_optimizer(model, TrainConfig(optimizer="adamw"))
+    assert not any(g["muon"] for g in adamw_only.param_groups)

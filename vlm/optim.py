@@ -1,0 +1,123 @@
+"""Muon for the weight matrices of the transformer layers, AdamW for every other parameter, in one optimizer.
+
+Muon (Keller Jordan, 2024) keeps a momentum of each matrix's gradient, as SGD does, and steps along the nearest
+semi-orthogonal matrix to that momentum instead of the momentum itself: every direction of the matrix moves by the
+same amount, so the rare directions that a few samples teach are not drowned by the common ones. On the main job it
+reaches in 500 steps the validation loss AdamW reaches in about 850 (docs/recipe_sweep.md).
+
+The orthogonalization is five Newton-Schulz iterations, a few matrix products per matrix. `torch.optim.Muon` runs
+them in bfloat16, which a CPU without bf16 instructions emulates: on one core of the 2-core AVX2 CPU, 263 ms for a
+1024x256 matrix against 24 ms in float32. Here they run in bfloat16 only where the hardware runs it fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.optim.adamw import adamw
+
+# The quintic iteration's coefficients from Keller Jordan's Muon (as in torch.optim.Muon): they push every singular
+# value into roughly [0.7, 1.2] in five steps, which steps as well as exact orthogonalization.
+NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def muon_matrices(module: nn.Module) -> set[nn.Parameter]:
+    """The parameters Muon steps: 2-D weights of linear maps. Embedding tables are looked up row by row, not
+    multiplied, and stay with AdamW, as do convolutions, biases and norms."""
+    embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    return {p for p in module.parameters() if p.dim() == 2 and id(p) not in embeddings}
+
+
+def orthogonalize(matrix: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix, approximately: Newton-Schulz on the Gram matrix of the shorter side."""
+    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
+    x = matrix.to(dtype)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the iteration's basin
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(matrix.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Param groups with `muon=True` take Muon steps, the others AdamW steps.
+
+    Muon's step is scaled by 0.2 * sqrt(max(rows, cols)) so that its size per entry matches AdamW's at the same
+    learning rate (Moonshot AI, "Muon is scalable for LLM training", 2025); weight decay is decoupled in both.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        newton_schulz_steps: int = 5,
+        newton_schulz_dtype: torch.dtype = torch.float32,
+        fused: bool = True,
+    ):
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum=momentum, muon=False, fused=fused
+        )
+        super().__init__(params, defaults)
+        self.newton_schulz_steps = newton_schulz_steps
+        self.newton_schulz_dtype = newton_schulz_dtype
+        for group in self.param_groups:
+            if group["muon"] and any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon steps 2-D matrices only; put other parameters in an AdamW group")
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        if closure is not None:
+            raise ValueError("MuonAdamW takes no closure")
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                (self._muon_step if group["muon"] else self._adamw_step)(group, params)
+
+    def _muon_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        lr, momentum = group["lr"], group["momentum"]
+        for param in params:
+            state = self.state[param]
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(param)
+            buffer = state["momentum_buffer"]
+            buffer.lerp_(param.grad, 1 - momentum)
+            nesterov = param.grad.lerp(buffer, momentum)
+            update = orthogonalize(nesterov, self.newton_schulz_steps, self.newton_schulz_dtype)
+            param.mul_(1 - lr * group["weight_decay"])
+            param.add_(update, alpha=-lr * 0.2 * math.sqrt(max(param.shape)))
+
+    def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        for param in params:
+            state = self.state[param]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                state["exp_avg"] = torch.zeros_like(param)
+                state["exp_avg_sq"] = torch.zeros_like(param)
+        states = [self.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        adamw(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            fused=group["fused"],
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
