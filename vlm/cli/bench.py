@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--presets", nargs="+", default=["tiny", "default"], help="presets to measure")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="training batch")
+    parser.add_argument(
+        "--optimizer",
+        choices=["muon", "adamw"],
+        default=TrainConfig.optimizer,
+        help=f"optimizer of both models, as vlm-train's --optimizer (default {TrainConfig.optimizer})",
+    )
     parser.add_argument("--generation-batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens per caption when timing generation")
     parser.add_argument("--repeats", type=int, default=5, help="timed training steps per model (median shown)")
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_config = TrainConfig(batch_size=args.batch_size, weights=[w for _, w in mixture])
+    train_config = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, weights=[w for _, w in mixture])
     info = machine(device)
     print(", ".join(f"{key} {value}" for key, value in info.items()), flush=True)
 
