@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             lr_decoder=args.lr,
             lr_projector=args.lr,
             lr_encoder=args.lr,
-            # Fine-tuning a trained captioner at a small learning rate: AdamW, with which the README's figures were measured.
+            # Fine-tuning at a small learning rate: AdamW, with which the README's figures were measured.
             optimizer="adamw",
             warmup_steps=args.warmup_steps,
             seed=args.seed,
