@@ -7,7 +7,8 @@ reaches in 500 steps the validation loss AdamW reaches in about 850 (docs/recipe
 
 The orthogonalization is five Newton-Schulz iterations, a few matrix products per matrix. `torch.optim.Muon` runs
 them in bfloat16, which a CPU without bf16 instructions emulates: on one core of the 2-core AVX2 CPU, 263 ms for a
-1024x256 matrix against 24 ms in float32. Here they run in bfloat16 only where the hardware runs it fast.
+1024x256 matrix against 24 ms in float32. Here they run in training's autocast dtype: bfloat16 only where the
+hardware runs it fast.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from torch.optim.adamw import adamw
 
 # The quintic iteration's coefficients from Keller Jordan's Muon (as in torch.optim.Muon): they push every singular
-# value into roughly [0.7, 1.2] in five steps, which steps as well as exact orthogonalization.
+# value into roughly [0.7, 1.2] in five steps, which by Jordan's measurements trains as well as exact orthogonalization.
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
