@@ -54,6 +54,7 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
         (["--set", "decoder.width=33"], "decoder.width=33 is not divisible by decoder.heads=4"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--loss-mean", "batch"], "loss_mean must be 'token' or 'sample', got 'batch'"),
+        (["--optimizer", "sgd"], "optimizer must be 'muon' or 'adamw', got 'sgd'"),
         (["--packed-text-len", "-1"], "packed_text_len must be 0 (off) or a number of tokens, got -1"),
         (["--packed-sources", "easy_vqa"], "packed_sources needs packing on: set packed_text_len too"),
     ],
