@@ -13,6 +13,13 @@ def test_conv_stem_gives_the_patch_grid_of_the_projection_it_replaces(patch_size
     assert conv(images).shape == patch(images).shape == (2, (64 // patch_size) ** 2, 32)
 
 
+def test_conv_stem_channel_mult_widens_every_convolution_but_keeps_the_output():
+    narrow, wide = conv_stem(8, 128), conv_stem(8, 128, channel_mult=2)
+    channels = [[m.out_channels for m in stem if isinstance(m, torch.nn.Conv2d)] for stem in (narrow, wide)]
+    assert channels == [[16, 32, 64, 128], [32, 64, 128, 128]]
+    assert wide(torch.randn(1, 3, 64, 64)).shape == (1, 128, 8, 8)
+
+
 def test_conv_stem_refuses_a_patch_size_that_is_not_a_power_of_two():
     with pytest.raises(ValueError, match="power-of-two"):
         conv_stem(6, 32)

@@ -54,6 +54,8 @@ class TrainConfig:
     # every object right on 74% of validation images against AdamW's 36% (docs/recipe_sweep.md). "adamw": AdamW alone.
     optimizer: str = "muon"
     muon_lr_ratio: float = 4.0  # Muon's learning rate as a multiple of its part's
+    # Muon for convolution filters too (the encoder's stem) rather than AdamW; see the default preset's comment.
+    muon_convolutions: bool = True
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decays to this fraction of each peak learning rate
     grad_clip: float = 1.0
@@ -164,7 +166,7 @@ def optimizer_for_parts(
     groups = []
     for module, lr in parts:
         params = [p for p in module.parameters() if p.requires_grad]
-        matrices = muon_matrices(module) if config.optimizer == "muon" else set()
+        matrices = muon_matrices(module, config.muon_convolutions) if config.optimizer == "muon" else set()
         kinds = [
             ([p for p in params if p in matrices], True, lr * config.muon_lr_ratio, config.weight_decay),
             ([p for p in params if p not in matrices and p.dim() >= 2], False, lr, config.weight_decay),

@@ -19,13 +19,14 @@ from torch import nn
 from vlm.config import VisionConfig
 
 
-def conv_stem(patch_size: int, width: int) -> nn.Sequential:
+def conv_stem(patch_size: int, width: int, channel_mult: int = 1) -> nn.Sequential:
     """(B, 3, H, W) -> (B, width, H / patch_size, W / patch_size): stride-2 3x3 convolutions, one per halving,
-    doubling channels up to width / 2, then a 1x1 projection. Same output as the patch projection it replaces."""
+    doubling channels up to channel_mult * width / 2, then a 1x1 projection. Same output as the patch projection
+    it replaces."""
     halvings = round(math.log2(patch_size))
     if 2**halvings != patch_size:
         raise ValueError(f"vision.stem='conv' needs a power-of-two vision.patch_size, got {patch_size}")
-    channels = [3] + [max(8, width // 2 ** (halvings - i + 1)) for i in range(1, halvings + 1)]
+    channels = [3] + [max(8, channel_mult * width // 2 ** (halvings - i + 1)) for i in range(1, halvings + 1)]
     layers: list[nn.Module] = []
     for in_channels, out_channels in zip(channels[:-1], channels[1:]):
         # No normalisation: per-image norms (GroupNorm) erase the colour information the captions need, and
@@ -70,7 +71,7 @@ class VisionEncoder(nn.Module):
             global_pool="",
         )
         if config.stem == "conv":
-            self.vit.patch_embed.proj = conv_stem(config.patch_size, config.width)
+            self.vit.patch_embed.proj = conv_stem(config.patch_size, config.width, config.stem_channel_mult)
         elif config.stem != "patch":
             raise ValueError(f"vision.stem must be 'patch' or 'conv', got {config.stem!r}")
         if config.freeze:
