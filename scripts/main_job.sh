@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
+SECONDS=0
 vlm-train --out-dir runs/main --overwrite "$@"
+echo "vlm-train took $((SECONDS / 60)) min $((SECONDS % 60)) s (data loading and validation included)"
 vlm-evaluate --checkpoint runs/main/model --data shapes --split test --out runs/main/eval-shapes-test
 vlm-evaluate --checkpoint runs/main/model --data easy_vqa --split test --out runs/main/eval-easy_vqa-test
 
