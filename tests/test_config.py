@@ -40,6 +40,7 @@ def test_overrides_parse_by_field_type():
         ("nope.depth=3", "no config section 'nope'"),
         ("decoder.depth=three", "expected a int"),
         ("projector.reduction=3", "does not divide the patch grid"),
+        ("vision.stem_channel_mult=0", "vision.stem_channel_mult must be a positive whole number, got 0"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):

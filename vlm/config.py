@@ -92,6 +92,8 @@ class VLMConfig:
                 f"projector.reduction={p.reduction} does not divide the patch grid side {v.grid_size} "
                 f"(image_size {v.image_size} / patch_size {v.patch_size})"
             )
+        if v.stem_channel_mult < 1:
+            raise ValueError(f"vision.stem_channel_mult must be a positive whole number, got {v.stem_channel_mult}")
         if p.mode not in ("pixel_shuffle", "avg_pool"):
             raise ValueError(f"projector.mode must be 'pixel_shuffle' or 'avg_pool', got {p.mode!r}")
         for name, part in (("vision", v), ("decoder", d)):

@@ -33,7 +33,7 @@ def muon_matrices(module: nn.Module, convolutions: bool = False) -> set[nn.Param
     embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
     chosen = {p for p in module.parameters() if p.dim() == 2 and id(p) not in embeddings}
     if convolutions:
-        chosen |= {m.weight for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)}
+        chosen |= {m.weight for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
     return chosen
 
 
