@@ -80,3 +80,36 @@ def test_same_seed_gives_the_same_training_view():
     first = transform(image)
     torch.manual_seed(3)
     assert torch.equal(first, transform(image))
+
+
+def torchvision_reference(image_size: int, train: bool, allow_flip: bool):
+    """The transform as torchvision's chain of transforms: ours must give the same tensors from the same draws."""
+    from torchvision.transforms import v2
+
+    from vlm.data.transforms import center_square
+
+    steps: list = [center_square, v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+    if train:
+        shift = max(1, round(0.06 * image_size))
+        steps += [v2.Pad(shift, padding_mode="edge"), v2.RandomCrop(image_size)]
+        if allow_flip:
+            steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGE_MEAN, IMAGE_STD), v2.ToPureTensor()]
+    return v2.Compose(steps)
+
+
+@pytest.mark.parametrize("train,allow_flip", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("size", [(64, 64), (48, 32), (90, 30), (1, 1)])
+def test_same_tensors_as_torchvision_from_the_same_seed(train, allow_flip, size):
+    pixels = torch.randint(0, 256, (size[1], size[0], 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    image = Image.fromarray(pixels.numpy())
+    for image_size in (24, 64):
+        ours, reference = (
+            build_transform(image_size, train, allow_flip),
+            torchvision_reference(image_size, train, allow_flip),
+        )
+        for seed in range(4):
+            torch.manual_seed(seed)
+            expected = reference(image)
+            torch.manual_seed(seed)
+            assert torch.allclose(ours(image), expected, atol=1e-6)
