@@ -12,6 +12,7 @@ from vlm.data.easy_vqa import (
     flipped_counterparts,
     image_attributes,
     is_true,
+    reasoned_targets,
 )
 from vlm.data.images import load_image
 
@@ -133,3 +134,45 @@ def test_the_balanced_view_agrees_with_every_image_and_evens_out_each_phrasing(s
     yes = sum(1 for _, answer, _ in balanced.rows if answer == "yes")
     no = sum(1 for _, answer, _ in balanced.rows if answer == "no")
     assert abs(yes - no) < 0.1 * (yes + no)
+
+
+def test_what_a_question_takes_as_given_tells_the_image_too():
+    rows = [("what color is the triangle?", "blue", 0), ("what is the red shape?", "circle", 1)]
+    assert image_attributes(rows) == {0: {"color": "blue", "shape": "triangle"}, 1: {"shape": "circle", "color": "red"}}
+
+
+def test_reasoned_yes_no_targets_name_the_image_value_of_the_asked_kind_first():
+    rows = [
+        ("what color is the triangle?", "blue", 0),
+        ("is there a red shape?", "no", 0),
+        ("is there not a blue shape?", "no", 0),
+        ("does the image contain a circle?", "no", 0),
+        ("is no triangle present?", "no", 0),
+        ("is there a green shape?", "no", 1),  # image 1's colour is unknown: the plain answer
+    ]
+    assert reasoned_targets(rows) == [
+        "blue",
+        "blue, so no",
+        "blue, so no",
+        "triangle, so no",
+        "triangle, so no",
+        "no",
+    ]
+
+
+def test_the_reasoned_view_trains_on_reasons_and_is_scored_on_the_plain_answers(splits):
+    from vlm.data.catalog import build_dataset
+
+    reasoned = build_dataset("easy_vqa_reasoned", "val")
+    assert reasoned.rows == splits["val"].rows
+    led = 0
+    for sample in reasoned:
+        answer = sample.references[0]
+        assert sample.target == answer or sample.target.endswith(f", so {answer}")
+        led += sample.target != answer
+        if sample.target != answer:  # the reason agrees with the answer: the asked word is the image's iff true
+            value, _, _ = sample.target.partition(", so ")
+            assert (value == asked_attribute(sample.question)) == is_true(sample.question, answer)
+    yes_no = sum(1 for s in reasoned if s.meta["answer_type"] == "yes/no")
+    assert led > 0.9 * yes_no
+    assert "blue, so no" in reasoned.texts()  # the vocabulary is built from what training will see

@@ -1,7 +1,7 @@
 import pytest
 
 from vlm.data.sample import Sample
-from vlm.metrics.vqa import exact_match, normalize_answer, vqa_metrics, vqa_soft_accuracy
+from vlm.metrics.vqa import exact_match, final_answer, normalize_answer, vqa_metrics, vqa_soft_accuracy
 
 
 @pytest.mark.parametrize(
@@ -90,6 +90,13 @@ def test_single_answer_sets_are_scored_by_exact_match_with_fallback_types():
     assert result["metric"] == "exact_match" and result["overall"] == 0.5
     assert result["per_answer_type"] == {"all": 0.5}
     assert result["per_question_type"] == {"is there": 0.0, "what shape": 1.0}  # the first two words
+
+
+def test_a_reasoned_reply_is_scored_by_the_answer_after_its_reason():
+    assert final_answer("blue, so no") == "no" and final_answer("no") == "no"
+    samples = [vqa_sample("Is there a red shape?", ["no"]), vqa_sample("Is there a circle?", ["yes"])]
+    result = vqa_metrics(["blue, so no", "triangle, so no"], samples)
+    assert result["per_question"] == [1.0, 0.0]
 
 
 def test_vqa_metrics_refuses_mismatched_or_wrong_inputs():

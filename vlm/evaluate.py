@@ -21,7 +21,7 @@ from vlm.generate import GenerationConfig
 from vlm.metrics.cider import cider_d
 from vlm.metrics.coco_caption import caption_metrics
 from vlm.metrics.shapes_accuracy import names_every_object, shapes_caption_accuracy
-from vlm.metrics.vqa import vqa_metrics
+from vlm.metrics.vqa import final_answer, vqa_metrics
 from vlm.predict import Predictor
 
 CAPTION_TOKENS = 32  # default generation lengths when no GenerationConfig is given
@@ -135,7 +135,8 @@ def score_answers(samples: Sequence[Sample], answers: Sequence[str]) -> tuple[di
             "question_id": s.meta.get("question_id", index),
             "image_id": s.image_id,
             "question": s.question,
-            "answer": a,
+            "answer": final_answer(a),
+            "reply": a,
             "references": list(s.references) or [s.target],
             "score": score,
         }

@@ -51,7 +51,7 @@ def _caption_text(row: dict) -> str:
 
 def _answer_text(row: dict) -> str:
     verdict = "correct" if row["score"] >= 1 else "partly right" if row["score"] > 0 else "wrong"
-    answer = html.escape(row["answer"]) or "<i>(empty)</i>"
+    answer = html.escape(row.get("reply", row["answer"])) or "<i>(empty)</i>"
     return (
         f"<p>Q: {html.escape(row['question'])}</p><p class=pred>A: {answer}</p>"
         f"<p>{verdict} (accuracy {row['score']:.2f}) &middot; annotators: {html.escape(', '.join(row['references']))}</p>"

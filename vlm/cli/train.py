@@ -23,7 +23,9 @@ from vlm.paths import MAIN_RUN_DIR
 from vlm.tokenizer import Tokenizer
 from vlm.train import TrainConfig, TrainingData, train
 
-DEFAULT_DATA = "shapes:1,shapes_vqa:1,easy_vqa:1"
+# easy-VQA's yes/no answers led by the image's colour or shape ("blue, so no"): every such question also trains
+# naming the shape (easy-VQA's shape questions 95.7% right against 76.8% in the main job; README).
+DEFAULT_DATA = "shapes:1,shapes_vqa:1,easy_vqa_reasoned:1"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,19 @@ class DataPaths:
 # (docs/recipe_sweep.md: with a quarter of each batch made of them, 84.6% of shape questions right against 41.2%).
 # easy_vqa_balanced: easy-VQA with every yes/no question also asked so that the answer flips (see
 # `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
-DATASET_NAMES = ("shapes", "shapes_vqa", "easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "coco", "karpathy", "vqa")
+# easy_vqa_reasoned: easy-VQA with each yes/no answer led by the image's colour or shape ("blue, so no"; see
+# `reasoned_targets`); scored, like any reply, by the answer after the reason.
+DATASET_NAMES = (
+    "shapes",
+    "shapes_vqa",
+    "easy_vqa",
+    "easy_vqa_shapes",
+    "easy_vqa_balanced",
+    "easy_vqa_reasoned",
+    "coco",
+    "karpathy",
+    "vqa",
+)
 
 
 def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: str | None = None) -> Dataset:
@@ -40,13 +52,14 @@ def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: s
         from vlm.data.shapes import ShapesDataset
 
         return ShapesDataset(split, task="caption" if name == "shapes" else "vqa")
-    if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced"):
+    if name.startswith("easy_vqa"):
         from vlm.data.easy_vqa import EasyVQA
 
         return EasyVQA(
             split,
             answer_types=("shape",) if name == "easy_vqa_shapes" else None,
             balanced=name == "easy_vqa_balanced",
+            reasoned=name == "easy_vqa_reasoned",
         )
     if name == "coco":
         from vlm.data.coco import CocoCaptions

@@ -81,6 +81,15 @@ def process_digits_and_articles(text: str) -> str:
     return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
 
 
+# A reply that reasons before it answers ("blue, so no": see vlm/data/easy_vqa.py) puts this before its answer.
+REASON_SEPARATOR = ", so "
+
+
+def final_answer(reply: str) -> str:
+    """The answer a reply ends with: "blue, so no" -> "no"; a reply that gives no reason is all answer."""
+    return reply.rpartition(REASON_SEPARATOR)[2]
+
+
 def normalize_answer(answer: str) -> str:
     """The official normalisation of a predicted answer: "Two dogs." -> "2 dogs", "the Cat" -> "cat"."""
     return process_digits_and_articles(process_punctuation(answer.replace("\n", " ").replace("\t", " ").strip()))
@@ -121,8 +130,8 @@ def question_type(sample: Sample) -> str:
 def vqa_metrics(predictions: Sequence[str], samples: Sequence[Sample]) -> dict:
     """Accuracy over all questions ("overall"), by answer type (meta["answer_type"], else "all") and by question
     type (see `question_type`), and each question's score ("per_question", in the order of `samples`). A sample's
-    answers are its references (its target if it has none). "metric" says which rule scored: soft accuracy, or
-    exact match when every question has a single answer (easy-VQA)."""
+    answers are its references (its target if it has none); a prediction is scored by its `final_answer`. "metric"
+    says which rule scored: soft accuracy, or exact match when every question has a single answer (easy-VQA)."""
     if len(predictions) != len(samples):
         raise ValueError(f"need one prediction per question; got {len(predictions)} for {len(samples)} questions")
     if not samples:
@@ -130,7 +139,7 @@ def vqa_metrics(predictions: Sequence[str], samples: Sequence[Sample]) -> dict:
     if any(s.question is None for s in samples):
         raise ValueError("vqa_metrics scores questions; a caption sample (question=None) was given")
     answers = [list(s.references) or [s.target] for s in samples]
-    scores = [vqa_soft_accuracy(p, a) for p, a in zip(predictions, answers)]
+    scores = [vqa_soft_accuracy(final_answer(p), a) for p, a in zip(predictions, answers)]
     result: dict = {
         "metric": "exact_match" if all(len(a) == 1 for a in answers) else "vqa_soft_accuracy",
         "overall": sum(scores) / len(scores),
