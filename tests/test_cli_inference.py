@@ -63,7 +63,9 @@ def test_caption_files_with_beam_search_prints_one_line_each(checkpoint, images,
 def test_ask_several_questions_and_from_stdin(checkpoint, images, capsys, monkeypatch):
     argv = ["--image", str(images / "0.png"), "--checkpoint", str(checkpoint), "--json"]
     code, out, _ = run(ask.main, argv + ["--question", "what color?", "--question", "is it red?"], capsys)
-    assert code == 0 and [r["question"] for r in json.loads(out)] == ["what color?", "is it red?"]
+    results = json.loads(out)
+    assert code == 0 and [r["question"] for r in results] == ["what color?", "is it red?"]
+    assert all(r["answer"] == r["reply"].rpartition(", so ")[2] for r in results)  # the answer after any reason
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("what color?\n\nis it red?\n"))

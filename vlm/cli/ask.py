@@ -5,7 +5,8 @@
     printf 'what shape is it?\\nwhat color is it?\\n' | vlm-ask --image photo.jpg     # one question per line
     vlm-ask --image photo.jpg --question "what color is the circle?" --attention attention.png
 
-A question longer than the model's context is cut to fit, with a warning on stderr.
+A question longer than the model's context is cut to fit, with a warning on stderr. A reply that gives its reason
+first ("blue, so no") is printed whole; `--json` gives its "answer" ("no") and the whole "reply".
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vlm.cli.common import (
     run_command,
 )
 from vlm.data.images import load_image
+from vlm.metrics.vqa import final_answer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,7 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(
                 json.dumps(
-                    [{"image": args.image, "question": q, "answer": a} for q, a in zip(questions, answers)], indent=2
+                    [
+                        {"image": args.image, "question": q, "answer": final_answer(a), "reply": a}
+                        for q, a in zip(questions, answers)
+                    ],
+                    indent=2,
                 )
             )
         else:
