@@ -52,7 +52,7 @@ def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: s
         from vlm.data.shapes import ShapesDataset
 
         return ShapesDataset(split, task="caption" if name == "shapes" else "vqa")
-    if name.startswith("easy_vqa"):
+    if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "easy_vqa_reasoned"):
         from vlm.data.easy_vqa import EasyVQA
 
         return EasyVQA(
