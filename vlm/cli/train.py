@@ -23,8 +23,8 @@ from vlm.paths import MAIN_RUN_DIR
 from vlm.tokenizer import Tokenizer
 from vlm.train import TrainConfig, TrainingData, train
 
-# easy-VQA's yes/no answers led by the image's colour or shape ("blue, so no"): every such question also trains
-# naming the shape (easy-VQA's shape questions 95.7% right against 76.8% in the main job; README).
+# easy-VQA's yes/no answers led by the image's colour or shape ("blue, so no"): easy-VQA 88.7% against 84.1% in one
+# main job, 84.1% with another seed (README).
 DEFAULT_DATA = "shapes:1,shapes_vqa:1,easy_vqa_reasoned:1"
 
 

@@ -87,10 +87,9 @@ def reasoned_targets(rows: list[Row]) -> list[str]:
     """Each row's training target: a yes/no answer led by what the image holds of the asked kind ("is there a red
     shape?" -> "blue, so no"), any other answer as it is. Naming the image's colour or shape is a step the model
     already takes; the answer is then a comparison of two words of its text rather than of a word with the image.
-    In the main job's steps the first half paid (every yes/no question about a shape also trains naming it: shape
-    questions 95.7% right against 76.8%), the comparison only a little (yes/no 85.5% against the wording's 82.5%;
-    docs/recipe_sweep.md). The values are those `image_attributes` reads off the same split; a question whose value
-    is unknown (6% of the yes/no training questions) keeps its plain answer."""
+    In the main job's steps the reasons came out right, the comparison only a little (yes/no 85.5% and 83.1% in two
+    seeds against the wording's 82.5%; docs/recipe_sweep.md). The values are those `image_attributes` reads off the
+    same split; a question whose value is unknown (6% of the yes/no training questions) keeps its plain answer."""
     known = image_attributes(rows)
     targets = []
     for question, answer, image_id in rows:
