@@ -24,9 +24,14 @@ def answer_type(answer: str) -> str:
     return "shape" if answer in SHAPES else "color"
 
 
+def attribute_words(question: str) -> list[str]:
+    """The colour and shape words of a question, in order."""
+    return [word for word in re.findall(r"[a-z]+", question) if word in COLORS or word in SHAPES]
+
+
 def asked_attribute(question: str) -> str:
     """The one colour or shape word a yes/no question asks about ("is there a red shape?" -> "red")."""
-    words = [word for word in re.findall(r"[a-z]+", question) if word in COLORS or word in SHAPES]
+    words = attribute_words(question)
     if len(words) != 1:
         raise ValueError(f"expected one colour or shape word in {question!r}, found {words}")
     return words[0]
@@ -52,9 +57,8 @@ def image_attributes(rows: list[Row]) -> dict[int, dict[str, str]]:
                 known.setdefault(image_id, {})[answer_type(word)] = word
         else:
             known.setdefault(image_id, {})[kind] = answer
-            for word in re.findall(r"[a-z]+", question):
-                if word in COLORS or word in SHAPES:
-                    known[image_id][answer_type(word)] = word
+            for word in attribute_words(question):
+                known[image_id][answer_type(word)] = word
     return known
 
 
