@@ -1,3 +1,4 @@
+import re
 import runpy
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from vlm.data.easy_vqa import (
     asked_attribute,
     flipped_counterparts,
     image_attributes,
+    is_negated,
     is_true,
     reasoned_targets,
 )
@@ -141,7 +143,7 @@ def test_what_a_question_takes_as_given_tells_the_image_too():
     assert image_attributes(rows) == {0: {"color": "blue", "shape": "triangle"}, 1: {"shape": "circle", "color": "red"}}
 
 
-def test_reasoned_yes_no_targets_name_the_image_value_of_the_asked_kind_first():
+def test_reasoned_yes_no_targets_work_the_answer_out_from_the_asked_word_and_the_image_value():
     rows = [
         ("what color is the triangle?", "blue", 0),
         ("is there a red shape?", "no", 0),
@@ -152,10 +154,10 @@ def test_reasoned_yes_no_targets_name_the_image_value_of_the_asked_kind_first():
     ]
     assert reasoned_targets(rows) == [
         "blue",
-        "blue, so no",
-        "blue, so no",
-        "triangle, so no",
-        "triangle, so no",
+        "asked red, saw blue, different, so no",
+        "asked not blue, saw blue, same, so no",
+        "asked circle, saw triangle, different, so no",
+        "asked not triangle, saw triangle, same, so no",
         "no",
     ]
 
@@ -170,9 +172,22 @@ def test_the_reasoned_view_trains_on_reasons_and_is_scored_on_the_plain_answers(
         answer = sample.references[0]
         assert sample.target == answer or sample.target.endswith(f", so {answer}")
         led += sample.target != answer
-        if sample.target != answer:  # the reason agrees with the answer: the asked word is the image's iff true
-            value, _, _ = sample.target.partition(", so ")
-            assert (value == asked_attribute(sample.question)) == is_true(sample.question, answer)
+        if sample.target != answer:  # each step agrees with the next and with the answer
+            match = re.fullmatch(r"asked( not)? (\w+), saw (\w+), (same|different), so (yes|no)", sample.target)
+            negation, asked, value, verdict, _ = match.groups()
+            assert asked == asked_attribute(sample.question) and bool(negation) == is_negated(sample.question)
+            assert (verdict == "same") == (value == asked) == is_true(sample.question, answer)
     yes_no = sum(1 for s in reasoned if s.meta["answer_type"] == "yes/no")
     assert led > 0.9 * yes_no
-    assert "blue, so no" in reasoned.texts()  # the vocabulary is built from what training will see
+    # the vocabulary is built from what training will see
+    assert any(text.endswith("same, so yes") for text in reasoned.texts())
+
+
+def test_a_reasoned_reply_and_its_end_token_fit_the_default_answer_length():
+    from vlm.data.catalog import build_dataset
+    from vlm.predict import ANSWER_TOKENS
+    from vlm.tokenizer import Tokenizer
+
+    reasoned = build_dataset("easy_vqa_reasoned", "val")
+    tokenizer = Tokenizer.build(reasoned.texts())
+    assert max(len(tokenizer.encode(target)) for target in reasoned.targets) + 1 <= ANSWER_TOKENS

@@ -90,10 +90,25 @@ def test_single_answer_sets_are_scored_by_exact_match_with_fallback_types():
     assert result["metric"] == "exact_match" and result["overall"] == 0.5
     assert result["per_answer_type"] == {"all": 0.5}
     assert result["per_question_type"] == {"is there": 0.0, "what shape": 1.0}  # the first two words
+    assert "per_yes_no_case" not in result  # only where the data set tells it
+
+
+def test_easy_vqa_yes_no_answers_are_also_scored_by_whether_the_image_has_the_asked_value():
+    from vlm.data.easy_vqa import yes_no_case
+
+    questions = [("is there a red shape?", "no"), ("is there not a circle?", "no"), ("is there a circle?", "no")]
+    samples = [vqa_sample(q, [a], yes_no_case=yes_no_case(q, a)) for q, a in questions]
+    samples.append(vqa_sample("what shape is it?", ["circle"], yes_no_case=None))
+    result = vqa_metrics(["no", "yes", "no", "circle"], samples)
+    assert result["per_yes_no_case"] == {
+        "has the asked shape": 0.0,
+        "lacks the asked color": 1.0,
+        "lacks the asked shape": 1.0,
+    }
 
 
 def test_a_reasoned_reply_is_scored_by_the_answer_after_its_reason():
-    assert final_answer("blue, so no") == "no" and final_answer("no") == "no"
+    assert final_answer("asked red, saw blue, different, so no") == "no" and final_answer("no") == "no"
     samples = [vqa_sample("Is there a red shape?", ["no"]), vqa_sample("Is there a circle?", ["yes"])]
     result = vqa_metrics(["blue, so no", "triangle, so no"], samples)
     assert result["per_question"] == [1.0, 0.0]

@@ -22,10 +22,9 @@ from vlm.metrics.cider import cider_d
 from vlm.metrics.coco_caption import caption_metrics
 from vlm.metrics.shapes_accuracy import names_every_object, shapes_caption_accuracy
 from vlm.metrics.vqa import final_answer, vqa_metrics
-from vlm.predict import Predictor
+from vlm.predict import ANSWER_TOKENS, Predictor
 
-CAPTION_TOKENS = 32  # default generation lengths when no GenerationConfig is given
-ANSWER_TOKENS = 8
+CAPTION_TOKENS = 32  # default caption length when no GenerationConfig is given
 
 
 def load_samples(dataset: Dataset | Sequence[Sample], limit: int | None = None) -> list[Sample]:

@@ -21,6 +21,7 @@ from vlm.model import VisionLanguageModel
 from vlm.reward import RewardModel
 from vlm.tokenizer import Tokenizer
 
+ANSWER_TOKENS = 16  # default answer length: easy-VQA's reasoned yes/no replies take up to 12 tokens and the end
 MIN_ANSWER_TOKENS = 4  # a question may use the context up to this many tokens before its end
 
 
@@ -130,7 +131,7 @@ class Predictor:
         encoded once however many questions ask about it."""
         index = list(range(len(questions))) if image_index is None else list(image_index)
         prompts = [self.question_prompt(q) for q in questions]
-        return self.run(images, prompts, index, config or GenerationConfig(max_new_tokens=8))
+        return self.run(images, prompts, index, config or GenerationConfig(max_new_tokens=ANSWER_TOKENS))
 
     def attend(
         self,

@@ -6,7 +6,8 @@
     vlm-ask --image photo.jpg --question "what color is the circle?" --attention attention.png
 
 A question longer than the model's context is cut to fit, with a warning on stderr. A reply that gives its reason
-first ("blue, so no") is printed whole; `--json` gives its "answer" ("no") and the whole "reply".
+first ("asked red, saw blue, different, so no") is printed whole; `--json` gives its "answer" ("no") and the whole
+"reply".
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vlm.cli.common import (
 )
 from vlm.data.images import load_image
 from vlm.metrics.vqa import final_answer
+from vlm.predict import ANSWER_TOKENS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", required=True, help="the image to ask about")
     parser.add_argument("--question", action="append", default=[], help="a question (repeatable); none: read stdin")
     add_model_arguments(parser)
-    add_decoding_arguments(parser, max_new_tokens=8)
+    add_decoding_arguments(parser, max_new_tokens=ANSWER_TOKENS)
     add_attention_arguments(parser)
     args = parser.parse_args(argv)
 

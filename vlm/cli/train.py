@@ -23,8 +23,7 @@ from vlm.paths import MAIN_RUN_DIR
 from vlm.tokenizer import Tokenizer
 from vlm.train import TrainConfig, TrainingData, train
 
-# easy-VQA's yes/no answers led by the image's colour or shape ("blue, so no"): easy-VQA 88.7% against 84.1% in one
-# main job, 84.1% with another seed (README).
+# easy-VQA's yes/no answers worked out in steps ("asked red, saw blue, different, so no"; README).
 DEFAULT_DATA = "shapes:1,shapes_vqa:1,easy_vqa_reasoned:1"
 
 

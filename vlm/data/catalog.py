@@ -28,8 +28,8 @@ class DataPaths:
 # (docs/recipe_sweep.md: with a quarter of each batch made of them, 84.6% of shape questions right against 41.2%).
 # easy_vqa_balanced: easy-VQA with every yes/no question also asked so that the answer flips (see
 # `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
-# easy_vqa_reasoned: easy-VQA with each yes/no answer led by the image's colour or shape ("blue, so no"; see
-# `reasoned_targets`); scored, like any reply, by the answer after the reason.
+# easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";
+# see `reasoned_target`); scored, like any reply, by the answer after the reason.
 DATASET_NAMES = (
     "shapes",
     "shapes_vqa",

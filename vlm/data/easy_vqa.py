@@ -37,11 +37,23 @@ def asked_attribute(question: str) -> str:
     return words[0]
 
 
+def is_negated(question: str) -> bool:
+    """Whether a question asks the other way round: "is there not a red shape?", "is no red shape present?"."""
+    return re.search(r"\b(not|no)\b", question) is not None
+
+
 def is_true(question: str, answer: str) -> bool:
     """Whether the image has the asked colour or shape: "yes" to "is there a red shape?", or "no" to a negated
-    question ("is there not a red shape?", "does the image not contain...", "is no red shape present?")."""
-    negated = re.search(r"\b(not|no)\b", question) is not None
-    return (answer == "yes") != negated
+    question."""
+    return (answer == "yes") != is_negated(question)
+
+
+def yes_no_case(question: str, answer: str) -> str:
+    """Whether the image has the colour or shape a yes/no question asks about: "has the asked color", "lacks the
+    asked shape". The wording alone answers the "lacks" cases (easy-VQA asks mostly about what is not there); the
+    "has" cases show whether a model compares the asked word with the image."""
+    kind = answer_type(asked_attribute(question))
+    return f"{'has' if is_true(question, answer) else 'lacks'} the asked {kind}"
 
 
 def image_attributes(rows: list[Row]) -> dict[int, dict[str, str]]:
@@ -87,20 +99,30 @@ def flipped_counterparts(rows: list[Row], seed: int = 0) -> list[Row]:
     return counterparts
 
 
+def reasoned_target(question: str, answer: str, value: str) -> str:
+    """A yes/no answer worked out in steps, `value` being the image's colour or shape of the asked kind:
+    "is there not a red shape?" -> "asked not red, saw blue, different, so yes". Each step is a short reach: the
+    asked word copied from the question, the image's value (which the model names anyway for "what color..."), then
+    "same" or "different" from those two words a fixed few tokens back, then the answer from that and the "not".
+    With the image's value alone before the answer ("blue, so no"), the model had to find the asked word in the
+    question itself and never learned to (docs/recipe_sweep.md)."""
+    word = asked_attribute(question)
+    negation = " not" if is_negated(question) else ""
+    verdict = "same" if value == word else "different"
+    return f"asked{negation} {word}, saw {value}, {verdict}{REASON_SEPARATOR}{answer}"
+
+
 def reasoned_targets(rows: list[Row]) -> list[str]:
-    """Each row's training target: a yes/no answer led by what the image holds of the asked kind ("is there a red
-    shape?" -> "blue, so no"), any other answer as it is. Naming the image's colour or shape is a step the model
-    already takes; the answer is then a comparison of two words of its text rather than of a word with the image.
-    In the main job's steps the reasons came out right, the comparison only a little (yes/no 85.5% and 83.1% in two
-    seeds against the wording's 82.5%; docs/recipe_sweep.md). The values are those `image_attributes` reads off the
-    same split; a question whose value is unknown (6% of the yes/no training questions) keeps its plain answer."""
+    """Each row's training target: a yes/no answer as `reasoned_target`, any other answer as it is. The values are
+    those `image_attributes` reads off the same split; a question whose value is unknown (6% of the yes/no training
+    questions) keeps its plain answer."""
     known = image_attributes(rows)
     targets = []
     for question, answer, image_id in rows:
         value = None
         if answer_type(answer) == "yes/no":
             value = known.get(image_id, {}).get(answer_type(asked_attribute(question)))
-        targets.append(answer if value is None else f"{value}{REASON_SEPARATOR}{answer}")
+        targets.append(answer if value is None else reasoned_target(question, answer, value))
     return targets
 
 
@@ -152,7 +174,11 @@ class EasyVQA(Dataset):
             references=[answer],
             image_id=f"{self.split}-{image_id}",
             source="easy_vqa",
-            meta={"answer_type": answer_type(answer), "question_id": f"{self.split}-{index}"},
+            meta={
+                "answer_type": answer_type(answer),
+                "question_id": f"{self.split}-{index}",
+                "yes_no_case": yes_no_case(question, answer) if answer_type(answer) == "yes/no" else None,
+            },
         )
 
     def sample_image_ids(self) -> list[str]:

@@ -81,12 +81,13 @@ def process_digits_and_articles(text: str) -> str:
     return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
 
 
-# A reply that reasons before it answers ("blue, so no": see vlm/data/easy_vqa.py) puts this before its answer.
+# A reply that reasons before it answers ("asked red, saw blue, different, so no": see vlm/data/easy_vqa.py) puts
+# this before its answer.
 REASON_SEPARATOR = ", so "
 
 
 def final_answer(reply: str) -> str:
-    """The answer a reply ends with: "blue, so no" -> "no"; a reply that gives no reason is all answer."""
+    """The answer a reply ends with: "..., different, so no" -> "no"; a reply that gives no reason is all answer."""
     return reply.rpartition(REASON_SEPARATOR)[2]
 
 
@@ -128,8 +129,9 @@ def question_type(sample: Sample) -> str:
 
 
 def vqa_metrics(predictions: Sequence[str], samples: Sequence[Sample]) -> dict:
-    """Accuracy over all questions ("overall"), by answer type (meta["answer_type"], else "all") and by question
-    type (see `question_type`), and each question's score ("per_question", in the order of `samples`). A sample's
+    """Accuracy over all questions ("overall"), by answer type (meta["answer_type"], else "all"), by question
+    type (see `question_type`), by yes/no case where the data set tells it (meta["yes_no_case"]: easy-VQA's
+    "has the asked color"...), and each question's score ("per_question", in the order of `samples`). A sample's
     answers are its references (its target if it has none); a prediction is scored by its `final_answer`. "metric"
     says which rule scored: soft accuracy, or exact match when every question has a single answer (easy-VQA)."""
     if len(predictions) != len(samples):
@@ -148,10 +150,13 @@ def vqa_metrics(predictions: Sequence[str], samples: Sequence[Sample]) -> dict:
     for name, kinds in (
         ("per_answer_type", [str(s.meta.get("answer_type") or "all") for s in samples]),
         ("per_question_type", [question_type(s) for s in samples]),
+        ("per_yes_no_case", [s.meta.get("yes_no_case") for s in samples]),
     ):
         groups: dict[str, list[float]] = defaultdict(list)
         for score, kind in zip(scores, kinds):
-            groups[kind].append(score)
-        result[name] = {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
+            if kind is not None:
+                groups[kind].append(score)
+        if groups:
+            result[name] = {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
     result["per_question"] = scores
     return result
