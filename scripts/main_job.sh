@@ -18,4 +18,4 @@ image=$(ls runs/main/samples/test/*.png | head -n 1)
 vlm-caption "$image"
 easy_vqa_image=$(python -c "import easy_vqa; print(easy_vqa.get_test_image_paths()[0])")
 vlm-ask --image "$easy_vqa_image" --question "what shape is in the image?" --question "what color is the shape?" \
-    --question "is there a blue shape?"
+    --question "is there a blue shape?" --question "is there a red shape?"
