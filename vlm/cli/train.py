@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from vlm.config import VLMConfig, apply_overrides, get_preset
+from vlm.config import PRESETS, VLMConfig, apply_overrides, get_preset
 from vlm.data.catalog import DataPaths, build_dataset, limit, parse_data_spec, texts_of
 from vlm.data.packing import check_sources, parse_sources, sample_source
 from vlm.data.transforms import build_transform
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--preset", default="default", help="model preset: tiny, default or large")
+    parser.add_argument("--preset", default="default", help=f"model preset: {', '.join(PRESETS)}")
     parser.add_argument(
         "--set",
         dest="overrides",
