@@ -101,9 +101,26 @@ class VisionLanguageModel(nn.Module):
         `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask. Packed rows
         (`segment_ids`, right-padded) keep their texts apart (see vlm/data/packing.py). A list passed as
         `attention_weights` receives each decoder layer's (B, H, N_img + T, N_img + T) weights (see vlm/attention_maps.py)."""
+        num_text = input_ids.shape[1]
+        positions, mask = self._layout(input_ids, attention_mask, segment_ids)
+        # Only text positions leave the decoder, so its last block skips the image tokens; attention maps need every
+        # layer's full (slots x slots) weights, so they keep them.
+        num_outputs = num_text if attention_weights is None else None
+        hidden = self.decoder.forward_features(
+            self._embed(image_tokens, input_ids),
+            positions,
+            mask,
+            attention_weights=attention_weights,
+            num_outputs=num_outputs,
+        )
+        return hidden[:, -num_text:]  # (B, T, D)
+
+    def _layout(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Position ids (B or 1, S) and attention mask (B or 1, 1, S, S; None: plain causal) of [image; text]."""
         batch, num_text = input_ids.shape
         num_slots = self.num_image_tokens + num_text
-        embeddings = self._embed(image_tokens, input_ids)
         if segment_ids is not None:
             positions = masks.packed_position_ids(segment_ids, self.num_image_tokens)
             mask = masks.packed_attention_mask(segment_ids, self.num_image_tokens, self.num_prefix)
@@ -116,13 +133,25 @@ class VisionLanguageModel(nn.Module):
             key_valid = torch.cat([attention_mask.new_ones(batch, self.num_image_tokens), attention_mask], dim=1)
             positions = masks.position_ids(key_valid)
             mask = masks.attention_mask(key_valid, num_slots, self.num_prefix)
-        # Only text positions leave the decoder, so its last block skips the image tokens; attention maps need every
-        # layer's full (slots x slots) weights, so they keep them.
-        num_outputs = num_text if attention_weights is None else None
-        hidden = self.decoder.forward_features(
-            embeddings, positions, mask, attention_weights=attention_weights, num_outputs=num_outputs
-        )
-        return hidden[:, -num_text:]  # (B, T, D)
+        return positions, mask
+
+    @cpu_math_attention
+    def target_hidden_states(
+        self,
+        image_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        predicts: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states of the positions that predict a target (`predicts`, (B, T)), (n_targets, D): equal to
+        `text_hidden_states(...)[predicts]`, without the work for padding and for the positions no loss reads
+        (`Decoder.forward_rows`)."""
+        positions, mask = self._layout(input_ids, attention_mask, segment_ids)
+        image_slots = attention_mask.new_ones(input_ids.shape[0], self.num_image_tokens)
+        valid = torch.cat([image_slots, attention_mask], dim=1).bool()  # (B, S)
+        outputs = torch.cat([torch.zeros_like(image_slots), predicts], dim=1).bool()  # (B, S)
+        return self.decoder.forward_rows(self._embed(image_tokens, input_ids), positions, mask, valid, outputs)
 
     def forward(
         self,
@@ -136,10 +165,10 @@ class VisionLanguageModel(nn.Module):
         """Mean cross-entropy over target tokens. images (B, 3, H, W); the rest (B, T) as made by `collate`.
         per_sample: average each sample's tokens first, then the samples, so that a one-word answer weighs as much as
         a twenty-token caption rather than a twentieth of it (a packed row counts as one sample)."""
-        hidden = self.text_hidden_states(self.encode_images(images), input_ids, attention_mask, segment_ids=segment_ids)
         predicts = masks.prediction_mask(target_mask & attention_mask)  # (B, T)
         targets = input_ids[:, 1:][predicts[:, :-1]]  # (n_targets,)
-        logits = self.decoder.forward_head(hidden[predicts])  # (n_targets, V)
+        hidden = self.target_hidden_states(self.encode_images(images), input_ids, attention_mask, predicts, segment_ids)
+        logits = self.decoder.forward_head(hidden)  # (n_targets, V)
         if not per_sample:
             return F.cross_entropy(logits.float(), targets)
         token_losses = F.cross_entropy(logits.float(), targets, reduction="none")  # (n_targets,)
