@@ -96,6 +96,37 @@ def test_loss_counts_only_target_tokens(tokenizer):
     torch.testing.assert_close(model(**padded), loss)
 
 
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_training_pass_over_real_tokens_gives_the_padded_pass_loss_and_gradients(tokenizer, prefix_lm):
+    # The loss runs the decoder on real tokens only (`Decoder.forward_rows`); `logits` runs it on every slot.
+    config = small_config(32, 8, 2)
+    config.decoder.depth = 2
+    config.prefix_lm = prefix_lm
+    model = tiny_model(tokenizer, config).train()
+    batch = text_batch(tokenizer, config, PAIRS)
+    assert not batch["attention_mask"].all()  # texts of three lengths: two rows padded
+
+    def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    logits = model.logits(batch["images"], batch["input_ids"], batch["attention_mask"])
+    predicted = batch["target_mask"][:, 1:]
+    padded_loss = torch.nn.functional.cross_entropy(logits[:, :-1][predicted], batch["input_ids"][:, 1:][predicted])
+    padded_gradients = gradients(padded_loss)
+    loss = model(**batch)
+    torch.testing.assert_close(loss, padded_loss)
+    for row_gradient, padded_gradient in zip(gradients(loss), padded_gradients, strict=True):
+        torch.testing.assert_close(row_gradient, padded_gradient)
+
+    # Left padding (a per-row mask and positions) reads the same tokens: the same loss.
+    shifts = (~batch["attention_mask"]).sum(1).tolist()
+    left = {k: v if k == "images" else torch.stack([r.roll(s) for r, s in zip(v, shifts)]) for k, v in batch.items()}
+    assert not left["attention_mask"][:, 0].all()
+    torch.testing.assert_close(model(**left), loss)
+
+
 def test_per_sample_loss_is_the_mean_of_each_samples_mean(tokenizer):
     config = small_config(32, 8, 2)
     model = tiny_model(tokenizer, config)

@@ -225,6 +225,13 @@ def annotated_scene(seed: int, split: str, index: int) -> AnnotatedScene:
     return AnnotatedScene(scene, tuple(captions(scene, rng)), tuple(questions(scene, rng)))
 
 
+@cache
+def rendered_image(seed: int, split: str, index: int, image_size: int) -> Image.Image:
+    """Rendering costs ~1 ms; each process keeps what it rendered (~12 KB an image), once for every data set over
+    the same images: the captions and the questions of a split share theirs."""
+    return render(annotated_scene(seed, split, index).scene, image_size)
+
+
 class ShapesDataset(Dataset):
     """Samples of the built-in set. task="caption": one sample per image (target: the canonical caption, or one
     sample per reference caption with all_references=True); task="vqa": one sample per question."""
@@ -252,16 +259,12 @@ class ShapesDataset(Dataset):
             ]
         else:
             self.index = [(i, j) for i, a in enumerate(self.scenes) for j in range(len(a.questions))]
-        self._images: dict[int, Image.Image] = {}
 
     def __len__(self) -> int:
         return len(self.index)
 
     def image(self, image_index: int) -> Image.Image:
-        # Rendering costs ~1 ms; each process keeps what it rendered (a few MB for the whole training split).
-        if image_index not in self._images:
-            self._images[image_index] = render(self.scenes[image_index].scene, self.image_size)
-        return self._images[image_index]
+        return rendered_image(self.seed, self.split, image_index, self.image_size)
 
     def __getitem__(self, position: int) -> Sample:
         image_index, item = self.index[position]
