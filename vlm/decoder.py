@@ -58,8 +58,8 @@ class TokenRows:
     """The real tokens of a padded (B, S) batch, as the rows of one (N, ...) matrix.
 
     Norms, projections and MLPs act on each token alone, so they can skip padding; attention needs the (B, S) grid.
-    Batches are padded to their longest text: in the main job's mixture a quarter of the decoder's slots are padding
-    (texts of 15 tokens on average, padded to 26, after 16 image tokens)."""
+    Batches are padded to their longest text: in the main job's first batch 27% of the decoder's slots are padding
+    (939 text tokens in 64 x 26 text slots, after 16 image tokens each)."""
 
     def __init__(self, valid: torch.Tensor):
         self.grid_shape = valid.shape  # (B, S)

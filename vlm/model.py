@@ -2,7 +2,8 @@
 
 Image tokens sit in front of the text, so every text token can attend to the whole image. The loss covers only
 target tokens (the caption or the answer, and its end token); image, prompt and padding positions never count.
-The output layer runs only over the positions that predict a target, which is most of the saving on a CPU.
+The output layer runs only over the positions that predict a target, which is most of the saving on a CPU, and the
+training pass runs the decoder's per-token layers over real tokens only, not padding (`target_hidden_states`).
 """
 
 from __future__ import annotations
