@@ -115,7 +115,16 @@ def test_speed_comparison_measures_both_models_and_their_ratios(tokenizer):
     config = get_preset("tiny")
     batch = text_batch(tokenizer, config, PAIRS)
     comparison = compare_speed(
-        "tiny", config, tokenizer, batch, TrainConfig(), "cpu", [1], new_tokens=2, repeats=1, ceiling_dtypes=["float32"]
+        "tiny",
+        config,
+        tokenizer,
+        batch,
+        TrainConfig(dtype="float32"),
+        "cpu",
+        [1],
+        new_tokens=2,
+        repeats=1,
+        ceiling_dtypes=["float32"],
     )
     report = comparison.to_dict()
     assert report["ours"]["step"]["parameters"] == pytest.approx(report["peer"]["step"]["parameters"], rel=0.02)
@@ -180,7 +189,7 @@ def test_the_peak_is_one_large_square_per_dtype_and_mfu_divides_by_it(tokenizer)
     config = get_preset("tiny")
     batch = text_batch(tokenizer, config, PAIRS)
     comparison = compare_speed(
-        "tiny", config, tokenizer, batch, TrainConfig(), "cpu", [1], 2, 1, ["float32"], peak=peak
+        "tiny", config, tokenizer, batch, TrainConfig(dtype="float32"), "cpu", [1], 2, 1, ["float32"], peak=peak
     )
     step = comparison.to_dict()["ours"]["step"]
     assert 0 < step["share_of_peak"] == pytest.approx(step["gflops"] / peak[0].gflops)
