@@ -5,7 +5,14 @@ import torch
 
 from vlm.config import get_preset
 from vlm.model import VisionLanguageModel
-from vlm.optim import MuonAdamW, gram_newton_schulz, muon_matrices, orthogonalize, plain_newton_schulz
+from vlm.optim import (
+    MuonAdamW,
+    gram_newton_schulz,
+    muon_matrices,
+    orthogonalize,
+    orthogonalize_all,
+    plain_newton_schulz,
+)
 from vlm.train import TrainConfig, build_optimizer
 
 
@@ -22,10 +29,21 @@ def test_orthogonalize_flattens_the_singular_values(shape):
 def test_gram_iteration_gives_the_plain_iterates(shape):
     torch.manual_seed(0)
     matrix = torch.randn(shape[0], 4) @ torch.randn(4, shape[1]) + 0.1 * torch.randn(shape)  # a gradient's low rank
-    x = matrix / matrix.norm()
+    x = (matrix / matrix.norm()).unsqueeze(0)  # a batch of one
     plain = plain_newton_schulz(x, 5)
     # Float32 rounding, which the two orders of products accumulate differently: 2e-4 of the largest entry here.
     torch.testing.assert_close(gram_newton_schulz(x, 5), plain, atol=1e-3 * plain.abs().max().item(), rtol=0)
+
+
+def test_matrices_orthogonalized_together_get_what_each_gets_alone():
+    torch.manual_seed(0)
+    # Two of one shape, one the transpose of that shape (batched with them), and one of its own.
+    matrices = [torch.randn(16, 40), torch.randn(40, 16), torch.randn(16, 40), torch.randn(24, 24)]
+    together = orthogonalize_all(matrices, steps=5, dtype=torch.float32)
+    for matrix, result in zip(matrices, together):
+        alone = orthogonalize(matrix, steps=5, dtype=torch.float32)
+        assert result.shape == matrix.shape
+        torch.testing.assert_close(result, alone, atol=1e-5, rtol=0)
 
 
 def test_muon_steps_match_torch_muon():

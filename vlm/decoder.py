@@ -140,10 +140,12 @@ class SelfAttention(nn.Module):
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        # With no mask the sequence is plain causal (training); with a cache a mask is always given, because
-        # is_causal aligns the triangle to the top-left corner, which is wrong once queries start mid-sequence.
+        # With no mask the sequence is plain causal (training), or one new query that sees every key (a decoding
+        # step over unpadded rows). Several queries after cached keys always come with a mask, because is_causal
+        # aligns the triangle to the top-left corner, which is wrong once queries start mid-sequence.
+        is_causal = attn_mask is None and q.shape[-2] > 1
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )
 
 

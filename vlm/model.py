@@ -52,12 +52,15 @@ class DecodingState:
     """What a generation loop carries between steps; `select` follows beams."""
 
     cache: KVCache
-    key_valid: torch.Tensor  # (B, cache max_len) True for real tokens; generated slots are always True
+    # (B, cache max_len) True for real tokens, generated slots always True; None where no prompt was padded, so that
+    # a decoding step builds and applies no mask (its one query attends to every slot).
+    key_valid: torch.Tensor | None
     next_position: torch.Tensor  # (B,) position id of the next token
 
     def select(self, batch_indices: torch.Tensor) -> None:
         self.cache.select(batch_indices)
-        self.key_valid = self.key_valid.index_select(0, batch_indices)
+        if self.key_valid is not None:
+            self.key_valid = self.key_valid.index_select(0, batch_indices)
         self.next_position = self.next_position.index_select(0, batch_indices)
 
 
@@ -204,7 +207,9 @@ class VisionLanguageModel(nn.Module):
         )
         state = DecodingState(
             cache=cache,
-            key_valid=torch.cat([key_valid, key_valid.new_ones(batch, max_new_tokens)], dim=1),
+            key_valid=None
+            if bool(attention_mask.all())
+            else torch.cat([key_valid, key_valid.new_ones(batch, max_new_tokens)], dim=1),
             next_position=positions[:, -1] + 1,
         )
         return self.decoder.forward_head(hidden[:, -1]), state
@@ -213,7 +218,8 @@ class VisionLanguageModel(nn.Module):
     def decode_step(self, token_ids: torch.Tensor, state: DecodingState) -> torch.Tensor:
         """Feed one token per row (B,), reusing the cache: costs one position. Returns next-token logits (B, V)."""
         seen = state.cache.length + 1
-        mask = state.key_valid[:, None, None, :seen]  # (B, 1, 1, seen): all earlier slots, padding excluded
+        # (B, 1, 1, seen): all earlier slots, padding excluded
+        mask = None if state.key_valid is None else state.key_valid[:, None, None, :seen]
         embeddings = self.decoder.embed_tokens(token_ids[:, None])  # (B, 1, D)
         hidden = self.decoder.forward_features(embeddings, state.next_position[:, None], mask, state.cache)
         state.next_position = state.next_position + 1

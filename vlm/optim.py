@@ -38,13 +38,17 @@ def muon_matrices(module: nn.Module, convolutions: bool = False) -> set[nn.Param
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
-    """The nearest semi-orthogonal matrix, approximately: Newton-Schulz on the Gram matrix of the shorter side."""
-    x = matrix.to(dtype)
-    tall = x.size(0) > x.size(1)
+    """The nearest semi-orthogonal matrix, approximately: Newton-Schulz on the Gram matrix of the shorter side.
+    `matrix` is one (m, n) matrix or a batch (k, m, n), each orthogonalized on its own."""
+    batch = matrix.to(dtype)
+    if batch.dim() == 2:
+        batch = batch.unsqueeze(0)
+    tall = batch.size(1) > batch.size(2)
     if tall:
-        x = x.T
-    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the iteration's basin
-    short, long = x.shape
+        batch = batch.mT
+    # spectral norm <= Frobenius norm <= 1: inside the iteration's basin
+    x = batch / (batch.norm(dim=(1, 2), keepdim=True) + 1e-7)
+    short, long = x.shape[1:]
     # For an (m, n) matrix five plain steps cost 10 m^2 n + 5 m^3 multiply-adds, the Gram form 2 m^2 n + 17 m^3:
     # less whenever n > 1.5 m, 45% less for the decoder's (256, 1024) MLP matrices. Float32 only: in half precision
     # the Gram form's rounding errors grow from step to step (Dao AI Lab, "Gram Newton-Schulz", 2026).
@@ -52,14 +56,35 @@ def orthogonalize(matrix: torch.Tensor, steps: int, dtype: torch.dtype) -> torch
         x = gram_newton_schulz(x, steps)
     else:
         x = plain_newton_schulz(x, steps)
-    return (x.T if tall else x).to(matrix.dtype)
+    x = x.mT if tall else x
+    return x.reshape(matrix.shape).to(matrix.dtype)
+
+
+def orthogonalize_all(matrices: list[torch.Tensor], steps: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """`orthogonalize` for each matrix, those of one shape up to transposition iterated together as one batch: the
+    default preset's 38 matrices make 12 batches, and at these sizes a batched product costs little more than one
+    of its matrices' products (the orthogonalization took 138 ms a step matrix by matrix, 76 ms batched, in
+    bfloat16 on the 2-core AVX-512 CPU)."""
+    batches: dict[tuple[int, int], list[int]] = {}
+    for index, matrix in enumerate(matrices):
+        batches.setdefault((min(matrix.shape), max(matrix.shape)), []).append(index)
+    results: list[torch.Tensor] = [matrix for matrix in matrices]
+    for indices in batches.values():
+        # Wide as they are, tall ones transposed (the iteration runs on the short side either way).
+        wide = torch.stack(
+            [matrices[i] if matrices[i].size(0) <= matrices[i].size(1) else matrices[i].T for i in indices]
+        )
+        for i, update in zip(indices, orthogonalize(wide, steps, dtype).unbind(0)):
+            results[i] = update if matrices[i].size(0) <= matrices[i].size(1) else update.T
+    return results
 
 
 def plain_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """x: (k, m, n)."""
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)  # (a + b G + c G^2) x
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)  # (a + b G + c G^2) x
     return x
 
 
@@ -67,13 +92,13 @@ def gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
     """The same iterates as `plain_newton_schulz`, carried by the short side alone. Each step multiplies x on the
     left by a polynomial p of its Gram matrix G = x x^T, so after k steps x_k = q_k x_0 with q_k the product of the
     p's, and G_k+1 = p G_k p. All of them are polynomials in G_0 and commute: the loop runs on (m, m) matrices and
-    touches the long side twice, to form G_0 and to apply q at the end."""
+    touches the long side twice, to form G_0 and to apply q at the end. x: (k, m, n)."""
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
-    gram = x @ x.T
+    gram = x @ x.mT
     product = None
     for step in range(steps):
-        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-        poly.diagonal().add_(a)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+        poly.diagonal(dim1=1, dim2=2).add_(a)
         product = poly if product is None else poly @ product
         if step < steps - 1:
             gram = poly @ gram @ poly
@@ -120,17 +145,19 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def _muon_step(self, group: dict, params: list[torch.Tensor]) -> None:
         lr, momentum = group["lr"], group["momentum"]
+        nesterov_matrices = []
         for param in params:
             state = self.state[param]
             if not state:
                 state["momentum_buffer"] = torch.zeros_like(param)
             buffer = state["momentum_buffer"]
             buffer.lerp_(param.grad, 1 - momentum)
-            nesterov = param.grad.lerp(buffer, momentum)
-            matrix = nesterov.flatten(1)  # a filter bank (out, in, *kernel) as (out, in x kernel)
-            update = orthogonalize(matrix, self.newton_schulz_steps, self.newton_schulz_dtype).view_as(param)
+            # a filter bank (out, in, *kernel) as (out, in x kernel)
+            nesterov_matrices.append(param.grad.lerp(buffer, momentum).flatten(1))
+        updates = orthogonalize_all(nesterov_matrices, self.newton_schulz_steps, self.newton_schulz_dtype)
+        for param, update in zip(params, updates):
             param.mul_(1 - lr * group["weight_decay"])
-            param.add_(update, alpha=-lr * 0.2 * math.sqrt(max(matrix.shape)))
+            param.add_(update.view_as(param), alpha=-lr * 0.2 * math.sqrt(max(update.shape)))
 
     def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
         for param in params:
