@@ -68,7 +68,7 @@ def orthogonalize_all(matrices: list[torch.Tensor], steps: int, dtype: torch.dty
     batches: dict[tuple[int, int], list[int]] = {}
     for index, matrix in enumerate(matrices):
         batches.setdefault((min(matrix.shape), max(matrix.shape)), []).append(index)
-    results: list[torch.Tensor] = [matrix for matrix in matrices]
+    results = list(matrices)
     for indices in batches.values():
         # Wide as they are, tall ones transposed (the iteration runs on the short side either way).
         wide = torch.stack(

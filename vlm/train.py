@@ -38,9 +38,9 @@ from vlm.tokenizer import Tokenizer
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/main"
-    # The default preset on a 2-core AVX2 CPU in float32: vlm-train took 15 min 34 s and 16 min 7 s for 900 steps
-    # (README, "Results of the main job"); 750 steps named every object right on 88.6% of the test images against
-    # 93-94% (docs/recipe_sweep.md).
+    # The default preset: vlm-train took 13 min 3 s for 900 steps on a 2-core AVX-512 CPU in bfloat16, 15 min 34 s
+    # and 16 min 7 s on a 2-core AVX2 CPU in float32 (README, "Results of the main job"); 750 steps named every
+    # object right on 88.6% of the test images against 93-95% (docs/recipe_sweep.md).
     max_steps: int = 900
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1
