@@ -102,10 +102,12 @@ def test_sampling_is_reproducible_with_a_seed(setup):
 def test_each_new_token_costs_one_position_and_the_image_is_encoded_once(setup, monkeypatch):
     model, tokenizer, images, _ = setup
     fed, encoded = [], []
-    forward_features, encode_images = model.decoder.forward_features, model.encode_images
+    forward_features, step, encode_images = model.decoder.forward_features, model.decoder.step, model.encode_images
     monkeypatch.setattr(
         model.decoder, "forward_features", lambda e, *a, **k: fed.append(e.shape[1]) or forward_features(e, *a, **k)
     )
+    # A decoding step feeds (B,) token ids: one position per row.
+    monkeypatch.setattr(model.decoder, "step", lambda ids, *a: fed.append(ids.numel() // len(prompts)) or step(ids, *a))
     monkeypatch.setattr(model, "encode_images", lambda x: encoded.append(len(x)) or encode_images(x))
     prompts = [tokenizer.question_prompt(q) for q in QUESTIONS]
     config = GenerationConfig(max_new_tokens=8, min_new_tokens=8)

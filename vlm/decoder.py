@@ -44,6 +44,18 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = values
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
+    def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`update` for one new position per row, keys/values (B, H, 1, hd), after the cache was filled (prefill):
+        the decoding step's path, written with the fewest tensor operations (at batch 1 a step is dispatch-bound)."""
+        end = self.length + 1
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} positions exceeds the cache's {self.max_len}")
+        keys_so_far = self.keys[layer].narrow(2, 0, end)  # (B, H, end, hd)
+        values_so_far = self.values[layer].narrow(2, 0, end)
+        keys_so_far.select(2, self.length).copy_(keys.squeeze(2))
+        values_so_far.select(2, self.length).copy_(values.squeeze(2))
+        return keys_so_far, values_so_far
+
     def advance(self, steps: int) -> None:
         self.length += steps
 
@@ -126,6 +138,15 @@ class SelfAttention(nn.Module):
             y = self._attend(q, k, v, attn_mask)  # (B, H, Tq, hd)
         return self.out(y.transpose(1, 2).reshape(batch, num_queries, width))
 
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """One new position per row after `cache`'s: (B, D) -> (B, D). attn_mask (B, 1, 1, Tk) or None (every
+        cached slot is visible)."""
+        batch, width = x.shape
+        q, k, v = self.qkv(x).view(batch, 3, self.heads, 1, width // self.heads).unbind(1)  # (B, H, 1, hd) each
+        k, v = cache.append(layer, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, 1, hd)
+        return self.out(y.view(batch, width))
+
     def forward_rows(
         self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -198,6 +219,11 @@ class Block(nn.Module):
         """(B, T, D) -> (B, Tq, D): the last `num_queries` positions (default all) go on through the MLP."""
         attended = self.attention(self.norm_attention(x), attn_mask, cache, layer, attention_weights, num_queries)
         x = x[:, x.shape[1] - attended.shape[1] :] + attended  # (B, Tq, D)
+        return x + self.mlp(self.norm_mlp(x))
+
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """One new position per row, (B, D) -> (B, D) (see `Decoder.step`)."""
+        x = x + self.attention.step(self.norm_attention(x), cache, layer, attn_mask)
         return x + self.mlp(self.norm_mlp(x))
 
     def forward_rows(
@@ -282,6 +308,26 @@ class Decoder(nn.Module):
 
     _features = _features_eager
 
+    def step(
+        self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A decoding step: one new token per row after the `cache`d positions, (B,) ids and positions -> (B, D)
+        final hidden states. What `forward_features` computes for a one-position sequence, on (B, D) rather than
+        (B, 1, D) tensors and with fewer operators: at batch 1 a step's cost is mostly the dispatch of its ~100
+        small operators, not their arithmetic. attn_mask: (B, 1, 1, cached + 1) or None (see `SelfAttention.step`)."""
+        self._check_positions(position_ids)
+        x = self.token_embedding(token_ids) + self.position_embedding(position_ids)  # (B, D); dropout is off
+        x = self._blocks_step(x, cache, attn_mask)
+        cache.advance(1)
+        return self.final_norm(x)
+
+    def _blocks_step_eager(self, x: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        for layer, block in enumerate(self.blocks):
+            x = block.step(x, cache, layer, attn_mask)
+        return x
+
+    _blocks_step = _blocks_step_eager
+
     def forward_rows(
         self,
         embeddings: torch.Tensor,
@@ -303,12 +349,13 @@ class Decoder(nn.Module):
         return self.final_norm(x)  # (M, D)
 
     def compile_features(self) -> None:
-        """Run the blocks through `torch.compile` from now on (not when attention weights are asked for). At batch
-        1 a decoding step is ~250 small operators whose dispatch costs far more than their arithmetic; compiled,
+        """Run the blocks through `torch.compile` from now on, in `forward_features` (not when attention weights are
+        asked for) and in decoding steps (`step`). At batch 1 a decoding step is ~100 small operators whose dispatch costs far more than their arithmetic; compiled,
         they fuse into a few kernels. Compiled for dynamic sizes, so a growing sequence does not recompile at every
         step; batch 1, prefill and the uncached path still get their own compilations, each a minute or more on a
         CPU."""
         self._features = torch.compile(self._features_eager, dynamic=True)
+        self._blocks_step = torch.compile(self._blocks_step_eager, dynamic=True)
 
     def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
         # Tied output layer: logits are similarities to the token embeddings.

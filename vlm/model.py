@@ -220,7 +220,6 @@ class VisionLanguageModel(nn.Module):
         seen = state.cache.length + 1
         # (B, 1, 1, seen): all earlier slots, padding excluded
         mask = None if state.key_valid is None else state.key_valid[:, None, None, :seen]
-        embeddings = self.decoder.embed_tokens(token_ids[:, None])  # (B, 1, D)
-        hidden = self.decoder.forward_features(embeddings, state.next_position[:, None], mask, state.cache)
+        hidden = self.decoder.step(token_ids, state.next_position, state.cache, mask)  # (B, D)
         state.next_position = state.next_position + 1
-        return self.decoder.forward_head(hidden[:, -1])
+        return self.decoder.forward_head(hidden)
