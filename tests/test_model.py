@@ -4,6 +4,8 @@ from helpers import text_batch, tiny_model, tiny_tokenizer
 
 from vlm.batch import left_pad
 from vlm.config import DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig
+from vlm.decoder import rounded_row_count
+from vlm.masks import prediction_mask
 from vlm.projector import average_pool, pixel_shuffle
 
 PAIRS = [
@@ -96,6 +98,16 @@ def test_loss_counts_only_target_tokens(tokenizer):
     torch.testing.assert_close(model(**padded), loss)
 
 
+def test_row_counts_round_up_by_at_most_a_sixteenth_to_few_shapes():
+    counts = range(1, 5000)
+    rounded = [rounded_row_count(n) for n in counts]
+    assert all(0 <= r - n < max(8, n // 16 + 1) and r % 8 == 0 for n, r in zip(counts, rounded, strict=True))
+    assert rounded == sorted(rounded)
+    # The main job's batches: 1834-2075 decoder tokens, 221-445 target positions.
+    assert len({rounded_row_count(n) for n in range(1834, 2076)}) == 5
+    assert len({rounded_row_count(n) for n in range(221, 446)}) == 17
+
+
 @pytest.mark.parametrize("prefix_lm", [False, True])
 def test_training_pass_over_real_tokens_gives_the_padded_pass_loss_and_gradients(tokenizer, prefix_lm):
     # The loss runs the decoder on real tokens only (`Decoder.forward_rows`); `logits` runs it on every slot.
@@ -105,6 +117,10 @@ def test_training_pass_over_real_tokens_gives_the_padded_pass_loss_and_gradients
     model = tiny_model(tokenizer, config).train()
     batch = text_batch(tokenizer, config, PAIRS)
     assert not batch["attention_mask"].all()  # texts of three lengths: two rows padded
+    # Row counts are rounded up with copies of a real token: here both the tokens' and the outputs'.
+    num_tokens = 3 * config.num_image_tokens + int(batch["attention_mask"].sum())
+    num_outputs = int(prediction_mask(batch["target_mask"] & batch["attention_mask"]).sum())
+    assert rounded_row_count(num_tokens) > num_tokens and rounded_row_count(num_outputs) > num_outputs
 
     def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
         model.zero_grad()

@@ -107,7 +107,8 @@ def test_flops_per_sample_matches_the_counted_flops_of_a_training_step():
 
     config = get_preset("default")
     model = VisionLanguageModel(config)
-    text_tokens = 20
+    # 16 image + 24 text tokens, 16 targets: row counts the training pass does not round up (`rounded_row_count`).
+    text_tokens = 24
     input_ids = torch.randint(0, config.decoder.vocab_size, (1, text_tokens))
     attention_mask = torch.ones(1, text_tokens, dtype=torch.bool)
     target_mask = torch.arange(text_tokens).unsqueeze(0) >= 8

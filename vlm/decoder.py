@@ -66,30 +66,47 @@ class KVCache:
             self.values = self.values.index_select(1, batch_indices)
 
 
+def rounded_row_count(count: int) -> int:
+    """`count` rounded up to a multiple of a sixteenth of its power of two (at least 8): 1963 -> 1984, 300 -> 304."""
+    step = max(8, 1 << max(0, count.bit_length() - 5))
+    return -(-count // step) * step
+
+
 class TokenRows:
-    """The real tokens of a padded (B, S) batch, as the rows of one (N, ...) matrix.
+    """The real tokens of a padded (B, S) batch, as the rows of one (N', ...) matrix.
 
     Norms, projections and MLPs act on each token alone, so they can skip padding; attention needs the (B, S) grid.
     Batches are padded to their longest text: in the main job's first batch 27% of the decoder's slots are padding
-    (939 text tokens in 64 x 26 text slots, after 16 image tokens each)."""
+    (939 text tokens in 64 x 26 text slots, after 16 image tokens each).
+
+    Row counts are rounded up (`rounded_row_count`, at most ~6% more rows): the count of real tokens changes from
+    batch to batch, and oneDNN, which runs bfloat16 matrix products on a CPU, builds its kernels anew for every shape
+    it has not seen. In the main job's first 900 batches the decoder saw 183 row counts for its N tokens and 179 for
+    its M outputs; rounded, 5 and 17. The extra rows are copies of the first real token; nothing reads what the
+    layers make of them, so they add no gradient."""
 
     def __init__(self, valid: torch.Tensor):
         self.grid_shape = valid.shape  # (B, S)
         self.index = valid.flatten().nonzero().squeeze(1)  # (N,) slot of each row in the flattened grid
         self._row_of_slot = valid.flatten().long().cumsum(0) - 1  # (B * S,) row of each real slot
+        extra = rounded_row_count(len(self.index)) - len(self.index)
+        self._padded_index = torch.cat([self.index, self.index[:1].expand(extra)])  # (N',)
 
     def rows_of(self, slots: torch.Tensor) -> torch.Tensor:
-        """(M,) indices of the rows of the (B, S) True `slots`, in row-major order; each must be a real token."""
-        return self._row_of_slot[slots.flatten()]
+        """(M',) indices of the rows of the (B, S) True `slots`, in row-major order, each a real token, then row 0
+        up to `rounded_row_count(M)`."""
+        rows = self._row_of_slot[slots.flatten()]
+        return F.pad(rows, (0, rounded_row_count(len(rows)) - len(rows)))
 
     def to_grid(self, rows: torch.Tensor) -> torch.Tensor:
-        """(N, C) -> (B, S, C), zeros at padding."""
+        """(N', C) -> (B, S, C), zeros at padding; the rows past the N real ones are dropped."""
         grid = rows.new_zeros(self.grid_shape.numel(), rows.shape[-1])
-        return grid.index_copy_(0, self.index, rows).view(*self.grid_shape, -1)  # in place: no copy of the zeros
+        # in place: no copy of the zeros
+        return grid.index_copy_(0, self.index, rows[: len(self.index)]).view(*self.grid_shape, -1)
 
     def to_rows(self, grid: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S, C) -> (N, C), or (M, C) for the given `rows` only."""
-        index = self.index if rows is None else self.index[rows]
+        """(B, S, C) -> (N', C), or (M', C) for the given `rows` only (as `rows_of` gives them)."""
+        index = self._padded_index if rows is None else self.index[rows]
         return grid.flatten(0, 1).index_select(0, index)
 
 
@@ -150,8 +167,8 @@ class SelfAttention(nn.Module):
     def forward_rows(
         self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(N, D) real-token rows -> (N, D), or (M, D) for the rows `outputs` alone: the projections run on real
-        tokens only, attention on the padded grid."""
+        """(N', D) real-token rows -> (N', D), or (M', D) for the rows `outputs` alone: the projections run on real
+        tokens only (see `TokenRows`), attention on the padded grid."""
         qkv = rows.to_grid(self.qkv(x))  # (B, S, 3D), zeros at padding, which no real query attends to
         batch, steps, _ = qkv.shape
         q, k, v = qkv.view(batch, steps, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, S, hd)
@@ -229,7 +246,7 @@ class Block(nn.Module):
     def forward_rows(
         self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(N, D) real-token rows -> (N, D), or (M, D): only the rows `outputs` go on through the MLP."""
+        """(N', D) real-token rows -> (N', D), or (M', D): only the rows `outputs` go on through the MLP."""
         attended = self.attention.forward_rows(self.norm_attention(x), rows, attn_mask, outputs)
         x = (x if outputs is None else x[outputs]) + attended
         return x + self.mlp(self.norm_mlp(x))
@@ -336,17 +353,18 @@ class Decoder(nn.Module):
         valid: torch.Tensor,
         outputs: torch.Tensor,
     ) -> torch.Tensor:
-        """Training's pass: the final hidden states of the `outputs` slots alone, (M, D) in row-major order, as
+        """Training's pass: the final hidden states of the M `outputs` slots, in row-major order, as
         `forward_features(...)[outputs]` would give them, for less work: padding (`valid` False, (B, S)) skips every
         per-token layer, and the last block's output projection and MLP run for the `outputs` slots only (the
-        positions that predict a target). Padding must be invisible to real tokens under `attn_mask`."""
+        positions that predict a target). Padding must be invisible to real tokens under `attn_mask`. Returns (M', D):
+        M rounded up by `rounded_row_count`, the rows past the first M to be ignored."""
         self._check_positions(position_ids)
         rows = TokenRows(valid)
-        x = rows.to_rows(self.dropout(embeddings + self.position_embedding(position_ids)))  # (N, D)
+        x = rows.to_rows(self.dropout(embeddings + self.position_embedding(position_ids)))  # (N', D)
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             x = block.forward_rows(x, rows, attn_mask, rows.rows_of(outputs) if layer == last else None)
-        return self.final_norm(x)  # (M, D)
+        return self.final_norm(x)  # (M', D)
 
     def compile_features(self) -> None:
         """Run the blocks through `torch.compile` from now on, in `forward_features` (not when attention weights are

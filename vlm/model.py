@@ -148,9 +148,10 @@ class VisionLanguageModel(nn.Module):
         predicts: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final hidden states of the positions that predict a target (`predicts`, (B, T)), (n_targets, D): equal to
-        `text_hidden_states(...)[predicts]`, without the work for padding and for the positions no loss reads
-        (`Decoder.forward_rows`)."""
+        """Final hidden states of the positions that predict a target (`predicts`, (B, T)): the first n_targets rows
+        of the (n_targets', D) result equal `text_hidden_states(...)[predicts]`, without the work for padding and for
+        the positions no loss reads; the rows after them are to be ignored (`Decoder.forward_rows`: row counts are
+        rounded up so that batches share a few shapes)."""
         positions, mask = self._layout(input_ids, attention_mask, segment_ids)
         image_slots = attention_mask.new_ones(input_ids.shape[0], self.num_image_tokens)
         valid = torch.cat([image_slots, attention_mask], dim=1).bool()  # (B, S)
@@ -172,7 +173,7 @@ class VisionLanguageModel(nn.Module):
         predicts = masks.prediction_mask(target_mask & attention_mask)  # (B, T)
         targets = input_ids[:, 1:][predicts[:, :-1]]  # (n_targets,)
         hidden = self.target_hidden_states(self.encode_images(images), input_ids, attention_mask, predicts, segment_ids)
-        logits = self.decoder.forward_head(hidden)  # (n_targets, V)
+        logits = self.decoder.forward_head(hidden)[: len(targets)]  # (n_targets, V)
         if not per_sample:
             return F.cross_entropy(logits.float(), targets)
         token_losses = F.cross_entropy(logits.float(), targets, reduction="none")  # (n_targets,)
