@@ -161,8 +161,7 @@ class SelfAttention(nn.Module):
         batch, width = x.shape
         q, k, v = self.qkv(x).view(batch, 3, self.heads, 1, width // self.heads).unbind(1)  # (B, H, 1, hd) each
         k, v = cache.append(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, 1, hd)
-        return self.out(y.view(batch, width))
+        return self.out(self._attend(q, k, v, attn_mask).view(batch, width))  # (B, H, 1, hd) -> (B, D)
 
     def forward_rows(
         self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
@@ -333,7 +332,7 @@ class Decoder(nn.Module):
         (B, 1, D) tensors and with fewer operators: at batch 1 a step's cost is mostly the dispatch of its ~100
         small operators, not their arithmetic. attn_mask: (B, 1, 1, cached + 1) or None (see `SelfAttention.step`)."""
         self._check_positions(position_ids)
-        x = self.token_embedding(token_ids) + self.position_embedding(position_ids)  # (B, D); dropout is off
+        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(position_ids))  # (B, D)
         x = self._blocks_step(x, cache, attn_mask)
         cache.advance(1)
         return self.final_norm(x)
@@ -368,10 +367,10 @@ class Decoder(nn.Module):
 
     def compile_features(self) -> None:
         """Run the blocks through `torch.compile` from now on, in `forward_features` (not when attention weights are
-        asked for) and in decoding steps (`step`). At batch 1 a decoding step is ~100 small operators whose dispatch costs far more than their arithmetic; compiled,
-        they fuse into a few kernels. Compiled for dynamic sizes, so a growing sequence does not recompile at every
-        step; batch 1, prefill and the uncached path still get their own compilations, each a minute or more on a
-        CPU."""
+        asked for) and in decoding steps (`step`). At batch 1 a decoding step is ~100 small operators whose dispatch
+        costs far more than their arithmetic; compiled, they fuse into a few kernels. Compiled for dynamic sizes, so a
+        growing sequence does not recompile at every step; batch 1, prefill and the uncached path still get their own
+        compilations, each a minute or more on a CPU."""
         self._features = torch.compile(self._features_eager, dynamic=True)
         self._blocks_step = torch.compile(self._blocks_step_eager, dynamic=True)
 
