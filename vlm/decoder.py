@@ -40,20 +40,12 @@ class KVCache:
         end = self.length + steps
         if end > self.max_len:
             raise ValueError(f"sequence of {end} positions exceeds the cache's {self.max_len}")
-        self.keys[layer, :, :, self.length : end] = keys
-        self.values[layer, :, :, self.length : end] = values
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-
-    def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`update` for one new position per row, keys/values (B, H, 1, hd), after the cache was filled (prefill):
-        the decoding step's path, written with the fewest tensor operations (at batch 1 a step is dispatch-bound)."""
-        end = self.length + 1
-        if end > self.max_len:
-            raise ValueError(f"sequence of {end} positions exceeds the cache's {self.max_len}")
+        # narrow/copy_ rather than indexing with a tuple of slices: a decoding step calls this once a layer, and at
+        # batch 1 a step is dispatch-bound.
         keys_so_far = self.keys[layer].narrow(2, 0, end)  # (B, H, end, hd)
         values_so_far = self.values[layer].narrow(2, 0, end)
-        keys_so_far.select(2, self.length).copy_(keys.squeeze(2))
-        values_so_far.select(2, self.length).copy_(values.squeeze(2))
+        keys_so_far.narrow(2, self.length, steps).copy_(keys)
+        values_so_far.narrow(2, self.length, steps).copy_(values)
         return keys_so_far, values_so_far
 
     def advance(self, steps: int) -> None:
@@ -160,7 +152,7 @@ class SelfAttention(nn.Module):
         cached slot is visible)."""
         batch, width = x.shape
         q, k, v = self.qkv(x).view(batch, 3, self.heads, 1, width // self.heads).unbind(1)  # (B, H, 1, hd) each
-        k, v = cache.append(layer, k, v)
+        k, v = cache.update(layer, k, v)
         return self.out(self._attend(q, k, v, attn_mask).view(batch, width))  # (B, H, 1, hd) -> (B, D)
 
     def forward_rows(
