@@ -15,8 +15,8 @@ import platform
 
 import torch
 
-from vlm.benchmarks import benchmark_generation, format_timings
-from vlm.train import cpu_has_fast_bf16
+from vlm.experiments.benchmarks import benchmark_generation, format_timings
+from vlm.runtime import cpu_has_fast_bf16
 
 
 def main(argv: list[str] | None = None) -> None:

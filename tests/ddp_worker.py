@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import colour_data, quick_config  # noqa: E402
 
-import vlm.train as train_module  # noqa: E402
-from vlm.config import get_preset  # noqa: E402
+import vlm.training.loop as train_module  # noqa: E402
+from vlm.model.config import get_preset  # noqa: E402
 
 out = Path(sys.argv[1])
 rank = int(os.environ["RANK"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from vlm.batch import collate, encode_example
-from vlm.config import VLMConfig, get_preset
-from vlm.model import VisionLanguageModel
-from vlm.tokenizer import Tokenizer
+from vlm.data.batch import collate, encode_example
+from vlm.model.config import VLMConfig, get_preset
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
 
 TEXTS = ["a red circle", "two blue squares above a green star", "what color is the circle?", "red", "yes"]
 

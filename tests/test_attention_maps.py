@@ -3,9 +3,9 @@ import torch
 from helpers import tiny_model, tiny_tokenizer
 from PIL import Image
 
-from vlm.attention_maps import AttendedText, combine_layers, save_attention_figure, token_attention_maps
-from vlm.generate import GenerationConfig, generate
-from vlm.predict import Predictor
+from vlm.inference.attention_maps import AttendedText, combine_layers, save_attention_figure, token_attention_maps
+from vlm.inference.generate import GenerationConfig, generate
+from vlm.inference.predict import Predictor
 
 
 @pytest.fixture(scope="module")

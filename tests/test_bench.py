@@ -1,4 +1,4 @@
-"""vlm/benchmarks.py (ceiling, training step, FLOPs, memory, our model against its peer) and scripts/bench.py."""
+"""vlm/experiments/benchmarks.py (ceiling, training step, FLOPs, memory, our model against its peer) and scripts/bench.py."""
 
 import json
 import time
@@ -8,7 +8,8 @@ import torch
 from helpers import text_batch, tiny_model, tiny_tokenizer
 from torch import nn
 
-from vlm.benchmarks import (
+from vlm.cli.bench import main
+from vlm.experiments.benchmarks import (
     LiveTensorBytes,
     alternating_seconds,
     compare_speed,
@@ -20,9 +21,8 @@ from vlm.benchmarks import (
     measure_training_step,
     model_matmul_shapes,
 )
-from vlm.cli.bench import main
-from vlm.config import get_preset
-from vlm.train import TrainConfig, build_optimizer
+from vlm.model.config import get_preset
+from vlm.training.loop import TrainConfig, build_optimizer
 
 PAIRS = [(None, "a red circle"), ("what color is the circle?", "red"), (None, "two blue squares above a green star")]
 

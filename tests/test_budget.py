@@ -1,14 +1,14 @@
-"""vlm/budget.py: training for a wall-clock budget, with accuracy checks that do not count as training time."""
+"""vlm/experiments/race.py: training for a wall-clock budget, with accuracy checks that do not count as training time."""
 
 import pytest
 import torch
 from helpers import ColourSamples, tiny_model
 
-from vlm.budget import AccuracyCheck, BudgetRun, spread_subset, time_schedule, train_for_budget
 from vlm.data.catalog import texts_of
 from vlm.data.transforms import build_transform
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, TrainingData, build_optimizer
+from vlm.experiments.race import AccuracyCheck, BudgetRun, spread_subset, time_schedule, train_for_budget
+from vlm.model.tokenizer import Tokenizer
+from vlm.training.loop import TrainConfig, TrainingData, build_optimizer
 
 
 def colour_data() -> TrainingData:

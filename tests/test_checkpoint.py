@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import text_batch, tiny_model, tiny_tokenizer
 
-from vlm.checkpoint import CheckpointError, load_model, save_model
-from vlm.config import get_preset
+from vlm.model.checkpoint import CheckpointError, load_model, save_model
+from vlm.model.config import get_preset
 
 
 @pytest.fixture()
@@ -65,7 +65,7 @@ def test_vocabulary_of_another_size_is_reported(saved):
 def test_local_vision_weights_file_is_loaded(tmp_path):
     from safetensors.torch import save_file
 
-    from vlm.vision_encoder import VisionEncoder
+    from vlm.model.vision_encoder import VisionEncoder
 
     config = get_preset("tiny").vision
     source = VisionEncoder(config)
@@ -82,6 +82,6 @@ def test_local_vision_weights_file_is_loaded(tmp_path):
 def test_frozen_encoder_has_no_trainable_parameters():
     config = get_preset("tiny").vision
     config.freeze = True
-    from vlm.vision_encoder import VisionEncoder
+    from vlm.model.vision_encoder import VisionEncoder
 
     assert not any(p.requires_grad for p in VisionEncoder(config).parameters())

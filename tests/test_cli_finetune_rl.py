@@ -3,11 +3,11 @@ import json
 import pytest
 from helpers import tiny_model
 
-from vlm.checkpoint import load_model, save_model
 from vlm.cli import finetune_rl
 from vlm.data.shapes import ShapesDataset
-from vlm.reward import RewardModel, save_reward_model
-from vlm.tokenizer import Tokenizer
+from vlm.model.checkpoint import load_model, save_model
+from vlm.model.tokenizer import Tokenizer
+from vlm.posttrain.reward import RewardModel, save_reward_model
 
 QUICK = ["--train-samples", "4", "--eval-samples", "3", "--max-steps", "1", "--batch-size", "2"]
 QUICK += ["--samples-per-image", "2", "--max-new-tokens", "4", "--device", "cpu"]

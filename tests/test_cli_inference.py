@@ -4,8 +4,8 @@ import pytest
 from helpers import tiny_model, tiny_tokenizer
 from PIL import Image
 
-from vlm.checkpoint import save_model
 from vlm.cli import ask, caption
+from vlm.model.checkpoint import save_model
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_caption_and_ask_draw_attention_maps(checkpoint, images, tmp_path, capsy
 
 @pytest.fixture(scope="module")
 def reward_checkpoint(tmp_path_factory):
-    from vlm.reward import RewardModel, save_reward_model
+    from vlm.posttrain.reward import RewardModel, save_reward_model
 
     directory = tmp_path_factory.mktemp("reward")
     tokenizer = tiny_tokenizer()

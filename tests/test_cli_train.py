@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from vlm.checkpoint import load_model
 from vlm.cli.train import main
 from vlm.data.catalog import parse_data_spec
+from vlm.model.checkpoint import load_model
 
 
 def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_path, capsys):

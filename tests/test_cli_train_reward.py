@@ -3,11 +3,11 @@ import json
 import pytest
 from helpers import tiny_model
 
-from vlm.checkpoint import save_model
 from vlm.cli import train_reward
 from vlm.data.shapes import ShapesDataset
-from vlm.reward import load_reward_model
-from vlm.tokenizer import Tokenizer
+from vlm.model.checkpoint import save_model
+from vlm.model.tokenizer import Tokenizer
+from vlm.posttrain.reward import load_reward_model
 
 
 @pytest.fixture(scope="module")

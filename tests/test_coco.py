@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlm.batch import encode_text
+from vlm.data.batch import encode_text
 from vlm.data.coco import CocoCaptions, KarpathyCaptions
 from vlm.data.download import download_and_unzip
 from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError, load_image
 from vlm.data.transforms import build_transform
-from vlm.tokenizer import Tokenizer
+from vlm.model.tokenizer import Tokenizer
 
 # Images of every mode, as a COCO image folder holds them; each gets two captions.
 COCO_IMAGES = ["rgb.jpg", "gray.png", "cmyk.jpg", "rgba.png", "palette.png", "gray16.png", "exif_rotated.jpg"]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from vlm.config import PRESETS, VLMConfig, apply_overrides, get_preset
+from vlm.model.config import PRESETS, VLMConfig, apply_overrides, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

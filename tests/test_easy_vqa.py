@@ -185,8 +185,8 @@ def test_the_reasoned_view_trains_on_reasons_and_is_scored_on_the_plain_answers(
 
 def test_a_reasoned_reply_and_its_end_token_fit_the_default_answer_length():
     from vlm.data.catalog import build_dataset
-    from vlm.predict import ANSWER_TOKENS
-    from vlm.tokenizer import Tokenizer
+    from vlm.inference.predict import ANSWER_TOKENS
+    from vlm.model.tokenizer import Tokenizer
 
     reasoned = build_dataset("easy_vqa_reasoned", "val")
     tokenizer = Tokenizer.build(reasoned.texts())

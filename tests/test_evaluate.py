@@ -4,14 +4,14 @@ import pytest
 from helpers import tiny_model, tiny_tokenizer
 from PIL import Image
 
-from vlm.checkpoint import save_model
 from vlm.cli import evaluate as evaluate_cli
 from vlm.data.sample import Sample
 from vlm.data.shapes import ShapesDataset
-from vlm.evaluate import caption_items, evaluate, quick_metrics, score_captions
-from vlm.generate import GenerationConfig
-from vlm.metrics import coco_caption
-from vlm.predict import Predictor
+from vlm.evaluation.evaluate import caption_items, evaluate, quick_metrics, score_captions
+from vlm.evaluation.metrics import coco_caption
+from vlm.inference.generate import GenerationConfig
+from vlm.inference.predict import Predictor
+from vlm.model.checkpoint import save_model
 
 SHORT = GenerationConfig(max_new_tokens=3)
 COLOURS = ["red", "blue", "green", "yellow"]

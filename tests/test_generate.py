@@ -2,8 +2,8 @@ import pytest
 import torch
 from helpers import tiny_model, tiny_tokenizer
 
-from vlm.benchmarks import benchmark_generation, format_timings
-from vlm.generate import GenerationConfig, generate
+from vlm.experiments.benchmarks import benchmark_generation, format_timings
+from vlm.inference.generate import GenerationConfig, generate
 
 QUESTIONS = ["what color is the circle?", "two blue squares above a green star?", "red?"]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from vlm.metrics.cider import cider_d, simple_tokenize
+from vlm.evaluation.metrics.cider import cider_d, simple_tokenize
 
 # Already tokenized (lowercase, no punctuation), as the toolkit's scorers receive them.
 REFERENCES = {
@@ -105,7 +105,7 @@ def test_an_empty_set_is_refused():
 
 
 def test_document_frequencies_of_the_evaluated_set_change_nothing_and_a_corpus_scores_a_single_image():
-    from vlm.metrics.cider import document_frequencies
+    from vlm.evaluation.metrics.cider import document_frequencies
 
     default = cider_d(CANDIDATES, REFERENCES)
     assert cider_d(CANDIDATES, REFERENCES, frequencies=document_frequencies(REFERENCES)) == default

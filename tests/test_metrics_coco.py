@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from vlm.metrics import coco_caption
-from vlm.metrics.cider import simple_tokenize
-from vlm.metrics.coco_caption import caption_metrics
+from vlm.evaluation.metrics import coco_caption
+from vlm.evaluation.metrics.cider import simple_tokenize
+from vlm.evaluation.metrics.coco_caption import caption_metrics
 
 pytest.importorskip("pycocoevalcap")
 from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402

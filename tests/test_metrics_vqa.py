@@ -1,7 +1,7 @@
 import pytest
 
-from vlm.data.sample import Sample
-from vlm.metrics.vqa import exact_match, final_answer, normalize_answer, vqa_metrics, vqa_soft_accuracy
+from vlm.data.sample import Sample, final_answer
+from vlm.evaluation.metrics.vqa import exact_match, normalize_answer, vqa_metrics, vqa_soft_accuracy
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,11 @@ import pytest
 import torch
 from helpers import text_batch, tiny_model, tiny_tokenizer
 
-from vlm.batch import left_pad
-from vlm.config import DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig
-from vlm.decoder import rounded_row_count
-from vlm.masks import prediction_mask
-from vlm.projector import average_pool, pixel_shuffle
+from vlm.data.batch import left_pad
+from vlm.model.config import DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig
+from vlm.model.decoder import rounded_row_count
+from vlm.model.masks import prediction_mask
+from vlm.model.projector import average_pool, pixel_shuffle
 
 PAIRS = [
     (None, "a red circle"),
@@ -187,7 +187,7 @@ def test_prefix_lm_lets_the_first_image_token_see_the_last(tokenizer, prefix_lm)
         tokens = torch.cat([image_tokens[:, :-1], last_token], 1)
         embeddings = model._embed(tokens, ids)
         positions = torch.arange(embeddings.shape[1])[None]
-        from vlm.masks import prefix_attention_mask
+        from vlm.model.masks import prefix_attention_mask
 
         mask = prefix_attention_mask(embeddings.shape[1], model.num_prefix) if model.num_prefix else None
         first.append(hidden(embeddings, positions, mask)[0, 0])
@@ -247,7 +247,7 @@ def test_decoder_outputs_for_the_last_positions_only_equal_those_of_the_full_pas
     model = tiny_model(tokenizer, config)
     embeddings = torch.randn(2, 9, 32)
     positions = torch.arange(9)[None]
-    from vlm.masks import prefix_attention_mask
+    from vlm.model.masks import prefix_attention_mask
 
     mask = prefix_attention_mask(9, 4) if masked else None  # None: plain causal
     full = model.decoder.forward_features(embeddings, positions, mask)

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from vlm.config import get_preset
-from vlm.model import VisionLanguageModel
-from vlm.optim import (
+from vlm.model.config import get_preset
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.training.loop import TrainConfig, build_optimizer
+from vlm.training.optim import (
     MuonAdamW,
     gram_newton_schulz,
     muon_matrices,
@@ -13,7 +14,6 @@ from vlm.optim import (
     orthogonalize_all,
     plain_newton_schulz,
 )
-from vlm.train import TrainConfig, build_optimizer
 
 
 @pytest.mark.parametrize("shape", [(48, 16), (16, 48), (32, 32)])

@@ -4,13 +4,13 @@ import pytest
 import torch
 from helpers import ColourSamples, tiny_model, tiny_tokenizer
 
-from vlm import masks
-from vlm.batch import collate, encode_example, encode_packed
+from vlm.data.batch import collate, encode_example, encode_packed
 from vlm.data.mixture import TokenizedDataset
 from vlm.data.packing import ImageGroups, group_by_image
 from vlm.data.shapes import ShapesDataset
 from vlm.data.transforms import build_transform
-from vlm.tokenizer import Tokenizer
+from vlm.model import masks
+from vlm.model.tokenizer import Tokenizer
 
 TEXTS = [("what color is the circle?", "red"), (None, "two blue squares above a green star"), ("is it?", "yes")]
 

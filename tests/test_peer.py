@@ -1,17 +1,17 @@
-"""vlm/peer.py: the Hugging Face peer is matched in size, trains on our batches and generates with our ids."""
+"""vlm/experiments/peer.py: the Hugging Face peer is matched in size, trains on our batches and generates with our ids."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import ColourSamples, text_batch, tiny_tokenizer
 
-from vlm.benchmarks import generation_timings, optimizer_step
-from vlm.config import get_preset
-from vlm.evaluate import evaluate
-from vlm.generate import GenerationConfig
-from vlm.model import VisionLanguageModel
-from vlm.peer import PeerModel, PeerPredictor, build_peer_optimizer, parameter_count, peer_generate
-from vlm.train import TrainConfig
+from vlm.evaluation.evaluate import evaluate
+from vlm.experiments.benchmarks import generation_timings, optimizer_step
+from vlm.experiments.peer import PeerModel, PeerPredictor, build_peer_optimizer, parameter_count, peer_generate
+from vlm.inference.generate import GenerationConfig
+from vlm.model.config import get_preset
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.training.loop import TrainConfig
 
 PAIRS = [(None, "a red circle"), ("what color is the circle?", "red"), (None, "two blue squares above a green star")]
 

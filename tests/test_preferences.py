@@ -4,7 +4,7 @@ import re
 import pytest
 
 from vlm.data.sample import Sample
-from vlm.preferences import answer_pairs, caption_pairs, corrupt, preference_pairs
+from vlm.posttrain.preferences import answer_pairs, caption_pairs, corrupt, preference_pairs
 
 
 @pytest.mark.parametrize(

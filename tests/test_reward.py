@@ -3,13 +3,14 @@ import torch
 from helpers import ColourSamples, tiny_model, tiny_tokenizer
 from PIL import Image
 
-from vlm.checkpoint import CheckpointError, save_model
 from vlm.data.catalog import texts_of
 from vlm.data.transforms import build_transform
-from vlm.generate import GenerationConfig
-from vlm.predict import Predictor
-from vlm.preferences import caption_pairs
-from vlm.reward import (
+from vlm.inference.generate import GenerationConfig
+from vlm.inference.predict import Predictor
+from vlm.model.checkpoint import CheckpointError, save_model
+from vlm.model.tokenizer import Tokenizer
+from vlm.posttrain.preferences import caption_pairs
+from vlm.posttrain.reward import (
     RewardModel,
     bradley_terry_loss,
     load_reward_model,
@@ -18,8 +19,7 @@ from vlm.reward import (
     save_reward_model,
     train_reward_model,
 )
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig
+from vlm.training.loop import TrainConfig
 
 
 def test_reward_head_gives_one_score_per_row_read_at_the_end_token():
@@ -90,7 +90,7 @@ def test_best_of_n_keeps_the_candidate_the_reward_model_scores_highest():
     images = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
     config = GenerationConfig(max_new_tokens=6, temperature=3.0, seed=0)
     plain = Predictor(model, tokenizer)
-    reranked = Predictor(model, tokenizer, reward_model=FavoursHighIds(model), rerank=4)
+    reranked = Predictor(model, tokenizer, scorer=FavoursHighIds(model).scorer(tokenizer), rerank=4)
     batch = plain.image_batch(images)
     prompts = [tokenizer.caption_prompt()] * 2
     first = plain.generate_ids(batch, prompts, [0, 1], config)

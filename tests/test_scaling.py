@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from helpers import ColourSamples
 
-from vlm.config import get_preset
 from vlm.data.catalog import texts_of
 from vlm.data.transforms import build_transform
-from vlm.scaling import LadderError, Rung, fit_power_law, flops_per_sample, parse_ladder, predict_then_train
-from vlm.tokenizer import Tokenizer
-from vlm.train import RunLog, TrainConfig, TrainingData
+from vlm.experiments.scaling import LadderError, Rung, fit_power_law, flops_per_sample, parse_ladder, predict_then_train
+from vlm.model.config import get_preset
+from vlm.model.tokenizer import Tokenizer
+from vlm.training.loop import RunLog, TrainConfig, TrainingData
 
 
 @pytest.mark.parametrize("a, b, c", [(2.0, 0.3, 1.5), (0.8, 0.07, 0.4), (5.0, 1.2, 0.0)])
@@ -102,8 +102,8 @@ def test_flops_per_sample_matches_the_counted_flops_of_a_training_step():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vlm.masks import prediction_mask
-    from vlm.model import VisionLanguageModel
+    from vlm.model.masks import prediction_mask
+    from vlm.model.vision_language_model import VisionLanguageModel
 
     config = get_preset("default")
     model = VisionLanguageModel(config)

@@ -2,10 +2,10 @@ import pytest
 import torch
 from helpers import tiny_model, tiny_tokenizer
 
-from vlm.generate import GenerationConfig, generate
-from vlm.metrics.cider import document_frequencies
-from vlm.reward import RewardModel
-from vlm.scst import (
+from vlm.evaluation.metrics.cider import document_frequencies
+from vlm.inference.generate import GenerationConfig, generate
+from vlm.posttrain.reward import RewardModel
+from vlm.posttrain.scst import (
     CiderReward,
     RewardModelReward,
     SCSTConfig,
@@ -14,7 +14,7 @@ from vlm.scst import (
     scst_step,
     sequence_log_probs,
 )
-from vlm.train import TrainConfig
+from vlm.training.loop import TrainConfig
 
 
 def test_scst_loss_pushes_up_samples_above_the_baseline_and_down_those_below():

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm.config import get_preset
 from vlm.data.coco import CocoCaptions
 from vlm.data.images import load_image
 from vlm.data.shapes import (
@@ -28,8 +27,9 @@ from vlm.data.shapes import (
     captions,
     render,
 )
-from vlm.metrics.shapes_accuracy import names_every_object
-from vlm.tokenizer import Tokenizer
+from vlm.evaluation.metrics.shapes_accuracy import names_every_object
+from vlm.model.config import get_preset
+from vlm.model.tokenizer import Tokenizer
 
 RELATIONS = ("left of", "right of", "above", "below")
 PLURALS = {"circles": "circle", "squares": "square", "triangles": "triangle", "crosses": "cross"}

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from vlm.data.shapes import Scene, ShapeObject, annotated_scene
-from vlm.metrics.shapes_accuracy import (
+from vlm.evaluation.metrics.shapes_accuracy import (
     Mention,
     names_every_object,
     parse_mentions,

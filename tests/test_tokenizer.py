@@ -1,6 +1,6 @@
 import pytest
 
-from vlm.tokenizer import SPECIAL_TOKENS, Tokenizer
+from vlm.model.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 TRAINING_TEXT = ["a red circle above a blue square", "what color is the circle?", "two green triangles"]
 

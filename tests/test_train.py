@@ -8,13 +8,13 @@ import torch
 from helpers import ColourSamples
 from safetensors.torch import load_file
 
-import vlm.train as train_module
-from vlm.checkpoint import load_model
-from vlm.config import get_preset
+import vlm.training.loop as train_module
 from vlm.data.catalog import texts_of
 from vlm.data.transforms import build_transform
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, TrainingData, TrainingDiverged, lr_factor, train
+from vlm.model.checkpoint import load_model
+from vlm.model.config import get_preset
+from vlm.model.tokenizer import Tokenizer
+from vlm.training.loop import TrainConfig, TrainingData, TrainingDiverged, lr_factor, train
 
 
 def colour_data(count: int = 64) -> TrainingData:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from vlm.config import VisionConfig
-from vlm.vision_encoder import VisionEncoder, conv_stem
+from vlm.model.config import VisionConfig
+from vlm.model.vision_encoder import VisionEncoder, conv_stem
 
 
 @pytest.mark.parametrize("patch_size", [4, 8, 16])

@@ -3,10 +3,10 @@
 Data path: image -> patches (vision_encoder) -> image tokens (projector) -> [image; text] -> decoder -> logits.
 """
 
-from vlm.checkpoint import load_model, save_model
-from vlm.config import PRESETS, DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig, get_preset
-from vlm.model import VisionLanguageModel
-from vlm.tokenizer import Tokenizer
+from vlm.model.checkpoint import load_model, save_model
+from vlm.model.config import PRESETS, DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig, get_preset
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
 
 __all__ = [
     "PRESETS",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vlm.config import get_preset
 from vlm.data.shapes import COLOURS, SHAPES, SIZES, SPLIT_SIZES, ShapesDataset, groups_left_to_right
-from vlm.tokenizer import Tokenizer
+from vlm.model.config import get_preset
+from vlm.model.tokenizer import Tokenizer
 
 DEFAULT_OUT = "data/shapes/prepared"
 RELATIONS = ("left of", "right of", "above", "below")

@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 
-from vlm.attention_maps import save_attention_figure
 from vlm.cli.common import (
     UsageError,
     add_attention_arguments,
@@ -28,8 +27,9 @@ from vlm.cli.common import (
     run_command,
 )
 from vlm.data.images import load_image
-from vlm.metrics.vqa import final_answer
-from vlm.predict import ANSWER_TOKENS
+from vlm.data.sample import final_answer
+from vlm.inference.attention_maps import save_attention_figure
+from vlm.inference.predict import ANSWER_TOKENS
 
 
 def main(argv: list[str] | None = None) -> None:

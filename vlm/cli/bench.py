@@ -27,10 +27,11 @@ import torch
 
 from vlm.cli.common import UsageError, resolve_device
 from vlm.cli.train import DEFAULT_DATA, load_training_data
-from vlm.config import PRESETS, get_preset
 from vlm.data.catalog import DataPaths, parse_data_spec
 from vlm.data.transforms import build_transform
-from vlm.train import TrainConfig, autocast_dtype, cpu_has_fast_bf16
+from vlm.model.config import PRESETS, get_preset
+from vlm.runtime import autocast_dtype, cpu_has_fast_bf16
+from vlm.training.loop import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         print("bench.py: error: the peer needs transformers: pip install -e '.[bench]'", file=sys.stderr)
         raise SystemExit(2) from None
 
-    from vlm.benchmarks import (
+    from vlm.experiments.benchmarks import (
         compare_speed,
         first_training_batch,
         format_ceiling,
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         format_steps,
         matmul_peak,
     )
-    from vlm.budget import compare_under_budget, format_budget_runs
+    from vlm.experiments.race import compare_under_budget, format_budget_runs
 
     try:
         device = resolve_device(args.device)

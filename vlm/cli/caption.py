@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from vlm.attention_maps import save_attention_figure
 from vlm.cli.common import (
     IMAGE_SUFFIXES,
     UsageError,
@@ -25,6 +24,7 @@ from vlm.cli.common import (
     run_command,
 )
 from vlm.data.images import load_image
+from vlm.inference.attention_maps import save_attention_figure
 
 
 def image_paths(inputs: list[str]) -> list[Path]:

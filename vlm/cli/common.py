@@ -10,18 +10,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from vlm.checkpoint import CheckpointError, load_model
+from vlm.cli.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.data.catalog import DataPaths
 from vlm.data.errors import AnnotationError, MissingImagesError
 from vlm.data.images import ImageLoadError
-from vlm.generate import GenerationConfig
-from vlm.model import VisionLanguageModel
-from vlm.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
-from vlm.predict import Predictor
-from vlm.reward import RewardModel, load_reward_model
-from vlm.tokenizer import Tokenizer
+from vlm.inference.generate import GenerationConfig
+from vlm.inference.predict import Predictor
+from vlm.model.checkpoint import CheckpointError, load_model
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.posttrain.reward import RewardModel, load_reward_model
+from vlm.runtime import DeviceError, autocast_dtype, resolve_device
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -144,20 +143,6 @@ def data_paths(args: argparse.Namespace) -> DataPaths:
     return DataPaths(**{field.name: getattr(args, field.name) for field in dataclasses.fields(DataPaths)})
 
 
-def resolve_device(choice: str) -> torch.device:
-    """--device: auto (a GPU if there is one), cpu, cuda or cuda:N that exists."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise UsageError(f"--device {choice!r} is not a device (cpu, cuda, cuda:N)") from None
-    count = torch.cuda.device_count()
-    if device.type == "cuda" and (device.index or 0) >= count:
-        raise UsageError(f"--device {choice}: no such CUDA GPU ({count} available)")
-    return device
-
-
 def load_matching_reward_model(
     path: Path, checkpoint: Path, model: VisionLanguageModel, tokenizer: Tokenizer
 ) -> RewardModel:
@@ -173,22 +158,20 @@ def load_matching_reward_model(
 
 
 def build_predictor(args: argparse.Namespace) -> Predictor:
-    from vlm.train import autocast_dtype
-
     device = resolve_device(args.device)
     rerank = getattr(args, "rerank", 1)
     if rerank < 1:
         raise UsageError(f"--rerank must be at least 1, got {rerank}")
     model, tokenizer = load_model(args.checkpoint, device)
-    reward_model = (
-        load_matching_reward_model(args.reward_model, args.checkpoint, model, tokenizer) if rerank > 1 else None
-    )
+    scorer = None
+    if rerank > 1:
+        scorer = load_matching_reward_model(args.reward_model, args.checkpoint, model, tokenizer).scorer(tokenizer)
     dtype = args.dtype
     if dtype == "auto" and device.type == "cpu" and not getattr(args, "batched", False):
         dtype = "float32"
     if args.compile:
         model.decoder.compile_features()
-    return Predictor(model, tokenizer, device, autocast_dtype(device, dtype), reward_model=reward_model, rerank=rerank)
+    return Predictor(model, tokenizer, device, autocast_dtype(device, dtype), scorer=scorer, rerank=rerank)
 
 
 def run_command(prog: str, body: Callable[[], None]) -> None:
@@ -206,6 +189,7 @@ def run_command(prog: str, body: Callable[[], None]) -> None:
         ImageLoadError,
         AnnotationError,
         MissingImagesError,
+        DeviceError,
         FileNotFoundError,
     ) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

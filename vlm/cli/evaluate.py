@@ -23,7 +23,7 @@ from vlm.cli.common import (
     run_command,
 )
 from vlm.data.catalog import DATASET_NAMES, DataPaths, build_dataset
-from vlm.evaluate import ANSWER_TOKENS, CAPTION_TOKENS, evaluate, format_table, load_samples
+from vlm.evaluation.evaluate import ANSWER_TOKENS, CAPTION_TOKENS, evaluate, format_table, load_samples
 
 
 def build_parser() -> argparse.ArgumentParser:

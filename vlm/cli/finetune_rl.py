@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vlm.checkpoint import load_model, save_model
 from vlm.cli.common import (
     UsageError,
     add_data_path_arguments,
@@ -28,16 +27,18 @@ from vlm.cli.common import (
     resolve_device,
     run_command,
 )
+from vlm.cli.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.data.catalog import build_dataset, parse_data_spec
 from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
-from vlm.evaluate import evaluate, load_samples
-from vlm.generate import GenerationConfig
-from vlm.metrics.cider import document_frequencies
-from vlm.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
-from vlm.predict import Predictor
-from vlm.scst import CiderReward, RewardModelReward, SCSTConfig, finetune
-from vlm.train import TrainConfig, autocast_dtype
+from vlm.evaluation.evaluate import evaluate, load_samples
+from vlm.evaluation.metrics.cider import document_frequencies
+from vlm.inference.generate import GenerationConfig
+from vlm.inference.predict import Predictor
+from vlm.model.checkpoint import load_model, save_model
+from vlm.posttrain.scst import CiderReward, RewardModelReward, SCSTConfig, finetune
+from vlm.runtime import autocast_dtype
+from vlm.training.loop import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

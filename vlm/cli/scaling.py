@@ -15,10 +15,10 @@ import sys
 import warnings
 
 from vlm.cli.common import add_data_path_arguments, data_paths
-from vlm.config import VLMConfig
 from vlm.data.catalog import parse_data_spec
-from vlm.scaling import LadderError, parse_ladder, predict_then_train
-from vlm.train import TrainConfig, TrainingData
+from vlm.experiments.scaling import LadderError, parse_ladder, predict_then_train
+from vlm.model.config import VLMConfig
+from vlm.training.loop import TrainConfig, TrainingData
 
 DEFAULT_LADDER = "scale-xs:200,scale-s:300,scale-m:400,scale-l:600"
 DEFAULT_TARGET = "default:800"

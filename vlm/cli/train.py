@@ -15,13 +15,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from vlm.config import PRESETS, VLMConfig, apply_overrides, get_preset
+from vlm.cli.paths import MAIN_RUN_DIR
 from vlm.data.catalog import DataPaths, build_dataset, limit, parse_data_spec, texts_of
 from vlm.data.packing import check_sources, parse_sources, sample_source
 from vlm.data.transforms import build_transform
-from vlm.paths import MAIN_RUN_DIR
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, TrainingData, train
+from vlm.model.config import PRESETS, VLMConfig, apply_overrides, get_preset
+from vlm.model.tokenizer import Tokenizer
+from vlm.training.loop import TrainConfig, TrainingData, train
 
 # Three sevenths captions, two sevenths easy-VQA with its yes/no answers worked out in steps ("asked red, saw blue,
 # different, so no"), a seventh easy-VQA's shape questions, a seventh the built-in questions: every object named
@@ -104,9 +104,9 @@ def generation_metrics(
     mixture: list[tuple[str, float]], paths: DataPaths, count: int, tokenizer: Tokenizer, blind: bool
 ):
     """Validation by generating, as users will: CIDEr-D and object accuracy of captions, accuracy of answers."""
-    from vlm.evaluate import quick_metrics
-    from vlm.predict import Predictor
-    from vlm.train import autocast_dtype
+    from vlm.evaluation.evaluate import quick_metrics
+    from vlm.inference.predict import Predictor
+    from vlm.runtime import autocast_dtype
 
     caption_samples, question_samples = [], []
     for name, _ in mixture:

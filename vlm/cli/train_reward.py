@@ -3,7 +3,7 @@
 vlm-train-reward                                        # from runs/main/model, into runs/reward/model
 vlm-train-reward --checkpoint runs/main/model --data shapes,shapes_vqa --max-steps 300
 
-Preference pairs come from the data sets themselves (vlm/preferences.py): a reference caption over the same caption
+Preference pairs come from the data sets themselves (vlm/posttrain/preferences.py): a reference caption over the same caption
 with a colour, shape, count or relation swapped, or over another image's caption; a question's answer over another
 answer of the same kind. Held-out pairs (the val split) give the pairwise accuracy of each kind, printed and
 written to metrics.json beside the model.
@@ -18,15 +18,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vlm.checkpoint import load_model
 from vlm.cli.common import UsageError, add_data_path_arguments, data_paths, resolve_device, run_command
+from vlm.cli.paths import DEFAULT_CHECKPOINT, REWARD_RUN_DIR
 from vlm.data.catalog import build_dataset, parse_data_spec
 from vlm.data.transforms import build_transform
-from vlm.evaluate import load_samples
-from vlm.paths import DEFAULT_CHECKPOINT, REWARD_RUN_DIR
-from vlm.preferences import preference_pairs
-from vlm.reward import RewardModel, pairwise_accuracy, save_reward_model, train_reward_model
-from vlm.train import TrainConfig
+from vlm.evaluation.evaluate import load_samples
+from vlm.model.checkpoint import load_model
+from vlm.posttrain.preferences import preference_pairs
+from vlm.posttrain.reward import RewardModel, pairwise_accuracy, save_reward_model, train_reward_model
+from vlm.training.loop import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vlm.tokenizer import Tokenizer
+from vlm.model.tokenizer import Tokenizer
 
 
 @dataclass

@@ -59,7 +59,7 @@ def field(entry: Any, key: str, kind: type | tuple[type, ...], file: str | Path,
 
 def clean_text(text: str) -> str:
     """Whitespace runs (COCO captions carry stray newlines and double spaces) become single spaces. Length is
-    kept: fitting the model's context is the tokenizer's job (vlm/batch.py)."""
+    kept: fitting the model's context is the tokenizer's job (vlm/data/batch.py)."""
     return " ".join(text.split())
 
 

@@ -9,8 +9,7 @@ import re
 
 from torch.utils.data import Dataset
 
-from vlm.data.sample import Sample
-from vlm.metrics.vqa import REASON_SEPARATOR
+from vlm.data.sample import REASON_SEPARATOR, Sample
 
 VAL_EVERY = 20  # every 20th train image id is validation
 COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")

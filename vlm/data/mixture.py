@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vlm.batch import EncodedExample, collate, encode_example, encode_packed
+from vlm.data.batch import EncodedExample, collate, encode_example, encode_packed
 from vlm.data.images import load_image
 from vlm.data.sample import Sample
-from vlm.tokenizer import Tokenizer
+from vlm.model.tokenizer import Tokenizer
 
 
 class MixtureDataset(Dataset):

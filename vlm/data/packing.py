@@ -3,7 +3,7 @@
 easy-VQA asks ~10 questions about each image and the built-in set a caption and ~8 questions. One sample per
 question encodes the image and runs its 16 image tokens through the decoder ~10 times for one answer each; packed,
 they run once and every text of the image is supervised in the same pass. Each text attends to the image tokens and
-to itself only (see vlm/masks.py), so a packed sequence trains exactly what separate sequences would.
+to itself only (see vlm/model/masks.py), so a packed sequence trains exactly what separate sequences would.
 """
 
 from __future__ import annotations

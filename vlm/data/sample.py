@@ -22,3 +22,13 @@ class Sample:
     @property
     def task(self) -> str:
         return "caption" if self.question is None else "vqa"
+
+
+# A reply that reasons before it answers ("asked red, saw blue, different, so no": see vlm/data/easy_vqa.py) puts
+# this before its answer.
+REASON_SEPARATOR = ", so "
+
+
+def final_answer(reply: str) -> str:
+    """The answer a reply ends with: "..., different, so no" -> "no"; a reply that gives no reason is all answer."""
+    return reply.rpartition(REASON_SEPARATOR)[2]

@@ -16,13 +16,13 @@ from pathlib import Path
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from vlm.data.sample import Sample
-from vlm.generate import GenerationConfig
-from vlm.metrics.cider import cider_d
-from vlm.metrics.coco_caption import caption_metrics
-from vlm.metrics.shapes_accuracy import names_every_object, shapes_caption_accuracy
-from vlm.metrics.vqa import final_answer, vqa_metrics
-from vlm.predict import ANSWER_TOKENS, Predictor
+from vlm.data.sample import Sample, final_answer
+from vlm.evaluation.metrics.cider import cider_d
+from vlm.evaluation.metrics.coco_caption import caption_metrics
+from vlm.evaluation.metrics.shapes_accuracy import names_every_object, shapes_caption_accuracy
+from vlm.evaluation.metrics.vqa import vqa_metrics
+from vlm.inference.generate import GenerationConfig
+from vlm.inference.predict import ANSWER_TOKENS, Predictor
 
 CAPTION_TOKENS = 32  # default caption length when no GenerationConfig is given
 
@@ -181,7 +181,7 @@ def evaluate(
         details = "per_question.json"
     metrics["blind"] = predictor.blind
     if out_dir is not None:
-        from vlm.report import write_report
+        from vlm.evaluation.report import write_report
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ and generation (ms per caption with and without the key/value cache, any batch s
 Random weights are enough (speed does not depend on what the weights say). In generation the end token is
 forbidden until every caption has exactly `new_tokens` tokens, so every path does the same work.
 `scripts/bench_generation.py` prints the generation numbers; `scripts/bench.py` prints all of them, for our model
-and for its peer (`vlm/peer.py`).
+and for its peer (`vlm/experiments/peer.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import statistics
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,12 +22,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlm.config import VLMConfig, get_preset
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
-from vlm.generate import GenerationConfig, generate
-from vlm.model import VisionLanguageModel
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, TrainingData, apply_gradients, autocast_dtype, build_optimizer
+from vlm.inference.generate import GenerationConfig, generate
+from vlm.model.config import VLMConfig, get_preset
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.runtime import autocast, autocast_dtype
+from vlm.training.loop import TrainConfig, TrainingData, apply_gradients, build_optimizer
 
 # Enough words for a tokenizer the size of a small caption vocabulary (the embedding table and output layer are
 # part of every decoding step, so their size should be realistic).
@@ -220,7 +220,7 @@ def optimizer_step(
     autocast_dtype: torch.dtype = torch.float32,
     grad_clip: float = 1.0,
 ) -> torch.Tensor:
-    """One step on `batch` as `vlm.train.train` takes it (one process, no gradient accumulation): loss under
+    """One step on `batch` as `vlm.training.loop.train` takes it (one process, no gradient accumulation): loss under
     autocast, backward, clipping, the optimizer's step, gradients cleared. Any model whose `forward(**batch)` is the
     loss will do (ours, or the peer). Returns the loss."""
     loss = loss_and_gradients(model, batch, autocast_dtype)
@@ -230,8 +230,7 @@ def optimizer_step(
 
 def loss_and_gradients(model: nn.Module, batch: dict[str, torch.Tensor], autocast_dtype: torch.dtype) -> torch.Tensor:
     """The model's share of a training step: the loss under autocast, and its backward pass."""
-    device_type = next(model.parameters()).device.type
-    amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype != torch.float32 else nullcontext()
+    amp = autocast(next(model.parameters()).device, autocast_dtype)
     with amp:
         loss = model(**batch)
     loss.backward()
@@ -358,8 +357,8 @@ def captioning_call(
     generate_fn: Callable[..., list[list[int]]] = generate,
 ) -> Callable[[], None]:
     """A call that writes greedy captions of exactly `new_tokens` tokens for `batch_size` random images (image
-    encoding included). `generate_fn` has `vlm.generate.generate`'s signature (the peer's is
-    `vlm.peer.peer_generate`)."""
+    encoding included). `generate_fn` has `vlm.inference.generate.generate`'s signature (the peer's is
+    `vlm.experiments.peer.peer_generate`)."""
     device = next(model.parameters()).device
     size = model.config.vision.image_size
     generator = torch.Generator().manual_seed(0)
@@ -457,7 +456,7 @@ def format_timings(timings: Sequence[GenerationTiming]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Our model against its peer (vlm/peer.py): same batch, optimizer and precision
+# Our model against its peer (vlm/experiments/peer.py): same batch, optimizer and precision
 
 
 def first_training_batch(data: TrainingData, config: VLMConfig, batch_size: int, seed: int = 0) -> dict:
@@ -552,7 +551,7 @@ def compare_speed(
     generation, in the precision training would use (`train_config.dtype`) with the optimizer it would build, each
     timing the median of `repeats` calls alternating between the two models. `peak` is `matmul_peak()`'s result,
     measured once per run (measured here when not given)."""
-    from vlm.peer import PeerModel, build_peer_optimizer, peer_generate
+    from vlm.experiments.peer import PeerModel, build_peer_optimizer, peer_generate
 
     device = torch.device(device)
     config.decoder.vocab_size = tokenizer.vocab_size

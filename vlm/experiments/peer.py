@@ -13,17 +13,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 
-from vlm.config import VLMConfig
-from vlm.generate import GenerationConfig
-from vlm.model import VisionLanguageModel
-from vlm.predict import Predictor
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, optimizer_for_parts
+from vlm.inference.generate import GenerationConfig
+from vlm.inference.predict import Predictor
+from vlm.model.config import VLMConfig
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.runtime import autocast
+from vlm.training.loop import TrainConfig, optimizer_for_parts
 
 IGNORE_INDEX = -100  # what Hugging Face's loss skips
 
@@ -93,7 +93,7 @@ def matched_mlp_width(config: VLMConfig, tokenizer: Tokenizer, attn_implementati
 
 class PeerModel(nn.Module):
     """The Hugging Face model behind our interface: `forward(**batch)` is the loss on target tokens of a batch from
-    `vlm.batch.collate`, and `config` is the `VLMConfig` it is matched to (image size, text length)."""
+    `vlm.data.batch.collate`, and `config` is the `VLMConfig` it is matched to (image size, text length)."""
 
     def __init__(self, config: VLMConfig, tokenizer: Tokenizer, attn_implementation: str = "sdpa"):
         super().__init__()
@@ -144,8 +144,7 @@ class PeerModel(nn.Module):
             return []
         device = images.device
         image_index = list(range(len(prompts))) if image_index is None else list(image_index)
-        autocasting = autocast_dtype not in (None, torch.float32)
-        amp = torch.autocast(device.type, dtype=autocast_dtype) if autocasting else nullcontext()
+        amp = autocast(device, autocast_dtype)
         options = {
             "max_new_tokens": config.max_new_tokens,
             "min_new_tokens": config.min_new_tokens,
@@ -188,13 +187,13 @@ def peer_generate(
     image_index: Sequence[int] | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> list[list[int]]:
-    """`vlm.generate.generate`'s signature for the peer, so the generation benchmark times both the same way."""
+    """`vlm.inference.generate.generate`'s signature for the peer, so the generation benchmark times both the same way."""
     assert (eos_id, pad_id) == (model.eos_id, model.pad_id), "the peer was built with other special tokens"
     return model.generate_ids(images, prompts, config or GenerationConfig(), image_index, autocast_dtype)
 
 
 class PeerPredictor(Predictor):
-    """`Predictor` (image loading, prompts, batching) over the peer, so `vlm.evaluate` scores it like our model."""
+    """`Predictor` (image loading, prompts, batching) over the peer, so `vlm.evaluation.evaluate` scores it like our model."""
 
     def generate_ids(
         self, image_batch: torch.Tensor, prompts: list[list[int]], image_index: list[int], config: GenerationConfig
@@ -205,7 +204,7 @@ class PeerPredictor(Predictor):
 
 
 def build_peer_optimizer(model: PeerModel, config: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
-    """The optimizer exactly as `vlm.train.build_optimizer` sets it up for our model: the encoder, the layer between
+    """The optimizer exactly as `vlm.training.loop.build_optimizer` sets it up for our model: the encoder, the layer between
     encoder and decoder, and the decoder at their parts' learning rates, Muon or AdamW as `config.optimizer` says."""
     hf = model.hf
     lrs = {"encoder": config.lr_encoder, "enc_to_dec_proj": config.lr_projector, "decoder": config.lr_decoder}

@@ -1,9 +1,9 @@
 """Training for a wall-clock budget rather than a number of steps, checking easy-VQA accuracy as it goes: the
-benchmark's second comparison. Our model and its peer (`vlm/peer.py`) each train for the same time on the same
+benchmark's second comparison. Our model and its peer (`vlm/experiments/peer.py`) each train for the same time on the same
 data, then answer and caption the same test sets; the checks say when each first reached a target accuracy.
 
-The data pipeline is the training loop's (`vlm.data.mixture`), the step is `vlm.benchmarks.optimizer_step` and
-the scores are `vlm.evaluate`'s. The learning-rate schedule runs on training time, so warm-up and cosine decay
+The data pipeline is the training loop's (`vlm.data.mixture`), the step is `vlm.experiments.benchmarks.optimizer_step` and
+the scores are `vlm.evaluation.evaluate`'s. The learning-rate schedule runs on training time, so warm-up and cosine decay
 end with the budget whatever the step count turns out to be. Time spent checking is not training time.
 """
 
@@ -20,14 +20,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from vlm.benchmarks import optimizer_step
-from vlm.config import VLMConfig
 from vlm.data.catalog import build_dataset
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
-from vlm.evaluate import evaluate, quick_metrics
-from vlm.model import VisionLanguageModel
-from vlm.predict import Predictor
-from vlm.train import (
+from vlm.evaluation.evaluate import evaluate, quick_metrics
+from vlm.experiments.benchmarks import optimizer_step
+from vlm.inference.predict import Predictor
+from vlm.model.config import VLMConfig
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.training.loop import (
     TrainConfig,
     TrainingData,
     TrainingDiverged,
@@ -63,7 +63,7 @@ class BudgetRun:
 
 
 def time_schedule(fraction: float, config: TrainConfig) -> float:
-    """`vlm.train.lr_factor` with time in place of steps: warm-up over the same share of the run
+    """`vlm.training.loop.lr_factor` with time in place of steps: warm-up over the same share of the run
     (`warmup_steps / max_steps`), then cosine decay to `min_lr_ratio` at the end of the budget."""
     warmup = round(SCHEDULE_STEPS * config.warmup_steps / config.max_steps)
     scheduled = dataclasses.replace(config, max_steps=SCHEDULE_STEPS, warmup_steps=max(1, warmup))
@@ -135,7 +135,7 @@ def spread_subset(dataset: Dataset, count: int | None) -> Dataset:
 
 
 def score_test_sets(predictor: Predictor, limit: int | None = None) -> dict[str, float]:
-    """easy-VQA test accuracy and built-in caption (shapes) test CIDEr-D, scored by `vlm.evaluate`."""
+    """easy-VQA test accuracy and built-in caption (shapes) test CIDEr-D, scored by `vlm.evaluation.evaluate`."""
     questions = spread_subset(build_dataset("easy_vqa", "test"), limit)
     captions = spread_subset(build_dataset("shapes", "test"), limit)
     return {
@@ -177,7 +177,7 @@ def compare_under_budget(
 
 
 def _predictor(name: str, model: nn.Module, data: TrainingData, config: TrainConfig, device: torch.device) -> Predictor:
-    from vlm.peer import PeerPredictor
+    from vlm.experiments.peer import PeerPredictor
 
     amp_dtype = autocast_dtype(device, config.dtype)
     predictor_class = PeerPredictor if name == "peer" else Predictor
@@ -195,7 +195,7 @@ def _train_one(
     device: torch.device,
     log: Callable[[str], None],
 ) -> tuple[BudgetRun, nn.Module]:
-    from vlm.peer import PeerModel, build_peer_optimizer
+    from vlm.experiments.peer import PeerModel, build_peer_optimizer
 
     torch.manual_seed(train_config.seed)
     if name == "ours":

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlm.batch import encode_text
-from vlm.config import VLMConfig, get_preset
-from vlm.model import VisionLanguageModel
-from vlm.train import TrainConfig, TrainingData, train
+from vlm.data.batch import encode_text
+from vlm.model.config import VLMConfig, get_preset
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.training.loop import TrainConfig, TrainingData, train
 
 RESULT_FILE = "result.json"
 
@@ -44,7 +44,7 @@ def flops_per_sample(config: VLMConfig, text_tokens: float, target_tokens: float
     attention products (q k^T and weights @ v, computed in full by the math kernel we use on CPUs). Embedding
     tables are lookups, not matmuls; the output layer runs only at target positions, and the decoder's last block
     computes keys and values for every position but everything else for the text positions alone (see
-    vlm/model.py)."""
+    vlm/model/vision_language_model.py)."""
     model = VisionLanguageModel(config)
     vision, decoder = config.vision, config.decoder
     patches, image_tokens = vision.num_patches, config.num_image_tokens
@@ -161,7 +161,7 @@ class Rung:
 
 
 def parse_ladder(spec: str) -> list[Rung]:
-    """ "scale-xs:300,scale-s:400" -> rungs (preset names from vlm/config.py, optimizer steps)."""
+    """ "scale-xs:300,scale-s:400" -> rungs (preset names from vlm/model/config.py, optimizer steps)."""
     rungs = []
     for item in spec.split(","):
         preset, sep, steps = item.strip().partition(":")

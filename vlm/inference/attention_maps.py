@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from vlm.data.transforms import center_square
-from vlm.model import VisionLanguageModel
+from vlm.model.vision_language_model import VisionLanguageModel
 
 METHODS = ("mean", "rollout")
 
@@ -61,7 +61,7 @@ def token_attention_maps(
     """(n_generated, side, side) maps over the image-token grid for one image (3, H, W), a prompt and the tokens
     generated after it. Map j is the attention of the slot that predicted generated[j] (the last prompt token for
     j = 0), restricted to the image tokens and renormalised there to sum to 1. Image token i covers the
-    `reduction x reduction` block of patches at row i // side, column i % side (see vlm/projector.py)."""
+    `reduction x reduction` block of patches at row i // side, column i % side (see vlm/model/projector.py)."""
     num_image = model.num_image_tokens
     side = math.isqrt(num_image)
     if not generated:

@@ -9,13 +9,13 @@ baseline the cache is measured against).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from vlm.batch import left_pad
-from vlm.model import DecodingState, VisionLanguageModel
+from vlm.data.batch import left_pad
+from vlm.model.vision_language_model import DecodingState, VisionLanguageModel
+from vlm.runtime import autocast
 
 
 @dataclass
@@ -105,11 +105,10 @@ def generate(
         raise ValueError(
             f"{len(prompts)} prompts need an image each; got image_index {image_index} for {len(images)} images"
         )
-    autocasting = autocast_dtype not in (None, torch.float32)
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocasting else nullcontext()
+    amp = autocast(device, autocast_dtype)
     # Autocast caches each weight's low-precision copy for the whole call, but not under inference_mode: there
-    # every step would cast every weight again (40% of a bf16 step at batch 1). no_grad keeps the cache.
-    no_grad = torch.no_grad() if autocasting else torch.inference_mode()
+    # every step would cast every weight again. no_grad keeps the cache.
+    no_grad = torch.inference_mode() if autocast_dtype in (None, torch.float32) else torch.no_grad()
     with no_grad, amp:
         image_tokens = model.encode_images(images).index_select(0, torch.tensor(image_index, device=device))
         prompt_ids, prompt_mask = left_pad([list(p) for p in prompts], pad_id)

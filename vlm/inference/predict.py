@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
 
-from vlm.attention_maps import AttendedText, token_attention_maps
 from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
-from vlm.generate import GenerationConfig, generate
-from vlm.model import VisionLanguageModel
-from vlm.reward import RewardModel
-from vlm.tokenizer import Tokenizer
+from vlm.inference.attention_maps import AttendedText, token_attention_maps
+from vlm.inference.generate import GenerationConfig, generate
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
 
 ANSWER_TOKENS = 16  # default answer length: easy-VQA's reasoned yes/no replies take up to 12 tokens and the end
 MIN_ANSWER_TOKENS = 4  # a question may use the context up to this many tokens before its end
+
+# Scores candidate texts for best-of-n: (images (N, 3, H, W), prompts, generated ids) -> (N,) scores, higher better.
+# A reward model gives one (`RewardModel.scorer`); inference itself knows nothing of how it was trained.
+CandidateScorer = Callable[[torch.Tensor, list[list[int]], list[list[int]]], torch.Tensor]
 
 
 class Predictor:
@@ -33,14 +36,14 @@ class Predictor:
         device: str | torch.device = "cpu",
         autocast_dtype: torch.dtype | None = None,
         blind: bool = False,
-        reward_model: RewardModel | None = None,
+        scorer: CandidateScorer | None = None,
         rerank: int = 1,
     ):
-        if rerank > 1 and reward_model is None:
-            raise ValueError(f"rerank={rerank} needs a reward model")
+        if rerank > 1 and scorer is None:
+            raise ValueError(f"rerank={rerank} needs a reward model's scorer")
         self.model = model.to(device).eval()
-        # Best-of-n: with rerank > 1 every output is the one the reward model prefers among n candidates.
-        self.reward_model = reward_model.to(device).eval() if reward_model is not None else None
+        # Best-of-n: with rerank > 1 every output is the one the scorer prefers among n candidates.
+        self.scorer = scorer
         self.rerank = rerank
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -88,7 +91,7 @@ class Predictor:
 
     def _best_of_n(self, image_batch, prompts, image_index, config, first) -> list[list[int]]:
         """Candidates: `first` (the configured strategy's output) and rerank - 1 samples per prompt, drawn in one
-        batch; each row keeps the candidate the reward model scores highest (the first on a tie)."""
+        batch; each row keeps the candidate the scorer rates highest (the first on a tie)."""
         extra = self.rerank - 1
         seed = None if config.seed is None else config.seed + 1  # not the draws `first` may already hold
         sampling = dataclasses.replace(config, strategy="sample", seed=seed)
@@ -96,12 +99,8 @@ class Predictor:
         candidates = list(first) + samples  # candidate k of row i at k * rows + i
         rows = len(prompts)
         with torch.no_grad():
-            scores = self.reward_model.score(
-                image_batch[list(image_index) * self.rerank],
-                list(prompts) * self.rerank,
-                candidates,
-                self.tokenizer.eos_id,
-                self.tokenizer.pad_id,
+            scores = self.scorer(
+                image_batch[list(image_index) * self.rerank], list(prompts) * self.rerank, candidates
             ).view(self.rerank, rows)  # (N * rows,) -> (N, rows)
         best = scores.argmax(dim=0).tolist()
         return [candidates[k * rows + i] for i, k in enumerate(best)]
@@ -142,7 +141,7 @@ class Predictor:
         method: str = "mean",
     ) -> list[AttendedText]:
         """Generate as `caption` (question None) or `answer` do, and return each text with one attention map per
-        generated token (see vlm/attention_maps.py)."""
+        generated token (see vlm/inference/attention_maps.py)."""
         index = list(range(len(questions))) if image_index is None else list(image_index)
         prompts = [self.tokenizer.caption_prompt() if q is None else self.question_prompt(q) for q in questions]
         image_batch = self.image_batch(images)

@@ -13,9 +13,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vlm.config import VLMConfig
-from vlm.model import VisionLanguageModel
-from vlm.tokenizer import VOCAB_FILE, Tokenizer
+from vlm.model.config import VLMConfig
+from vlm.model.tokenizer import VOCAB_FILE, Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -28,7 +28,7 @@ class VisionConfig:
     # Pretrained ViTs from timm carry a class token; our own encoder needs none (we keep patch tokens only).
     class_token: bool = False
     # "patch": the ViT's linear patch projection; "conv": a small convolutional stem in its place (see
-    # vlm/vision_encoder.py), far more sample-efficient from scratch. A weights file keeps "patch".
+    # vlm/model/vision_encoder.py), far more sample-efficient from scratch. A weights file keeps "patch".
     stem: str = "patch"
     stem_channel_mult: int = 1  # the convolutional stem's channels, as a multiple of its default widths
     weights_file: str | None = None  # local timm/safetensors weights; never downloaded

@@ -2,7 +2,7 @@
 
 Pre-LayerNorm blocks, attention through `scaled_dot_product_attention`, learned position embeddings, and an output
 layer tied to the token embedding (no bias). The decoder takes embeddings rather than token ids so that image tokens
-can be placed in front of the text (see `vlm/model.py`).
+can be placed in front of the text (see `vlm/model/vision_language_model.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm.config import DecoderConfig
+from vlm.model.config import DecoderConfig
 
 
 class KVCache:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm.config import ProjectorConfig
+from vlm.model.config import ProjectorConfig
 
 
 def pixel_shuffle(patches: torch.Tensor, factor: int) -> torch.Tensor:

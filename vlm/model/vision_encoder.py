@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from vlm.config import VisionConfig
+from vlm.model.config import VisionConfig
 
 
 def conv_stem(patch_size: int, width: int, channel_mult: int = 1) -> nn.Sequential:

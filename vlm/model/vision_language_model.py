@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vlm import masks
-from vlm.config import VLMConfig
-from vlm.decoder import Decoder, KVCache
-from vlm.projector import Projector
-from vlm.vision_encoder import VisionEncoder
+from vlm.model import masks
+from vlm.model.config import VLMConfig
+from vlm.model.decoder import Decoder, KVCache
+from vlm.model.projector import Projector
+from vlm.model.vision_encoder import VisionEncoder
 
 F_ = TypeVar("F_", bound=Callable)
 
@@ -104,7 +104,7 @@ class VisionLanguageModel(nn.Module):
         """Final hidden states of the text positions, (B, T, D). Any padding layout is accepted; right padding (what
         `collate` makes) takes the fast path of a fixed causal or prefix mask with no per-row mask. Packed rows
         (`segment_ids`, right-padded) keep their texts apart (see vlm/data/packing.py). A list passed as
-        `attention_weights` receives each decoder layer's (B, H, N_img + T, N_img + T) weights (see vlm/attention_maps.py)."""
+        `attention_weights` receives each decoder layer's (B, H, N_img + T, N_img + T) weights (see vlm/inference/attention_maps.py)."""
         num_text = input_ids.shape[1]
         positions, mask = self._layout(input_ids, attention_mask, segment_ids)
         # Only text positions leave the decoder, so its last block skips the image tokens; attention maps need every

@@ -1,15 +1,14 @@
 """A reward model: the vision-language model with a scalar head on the decoder's last hidden state, read at the
-end token, that scores how well a text fits an image. Trained on preference pairs (vlm/preferences.py) with the
+end token, that scores how well a text fits an image. Trained on preference pairs (vlm/posttrain/preferences.py) with the
 pairwise logistic (Bradley-Terry) loss, used for best-of-n reranking and as a reward for SCST.
 
-A reward model folder is an ordinary model folder (vlm/checkpoint.py) plus `reward_head.safetensors`.
+A reward model folder is an ordinary model folder (vlm/model/checkpoint.py) plus `reward_head.safetensors`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -18,13 +17,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlm.batch import encode_text, left_pad
-from vlm.checkpoint import CheckpointError, load_model, save_model
+from vlm.data.batch import encode_text, left_pad
 from vlm.data.images import load_image
-from vlm.model import VisionLanguageModel
-from vlm.preferences import PreferencePair
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, apply_gradients, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
+from vlm.inference.predict import CandidateScorer
+from vlm.model.checkpoint import CheckpointError, load_model, save_model
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.posttrain.preferences import PreferencePair
+from vlm.runtime import autocast, autocast_dtype
+from vlm.training.loop import TrainConfig, apply_gradients, build_optimizer, lr_factor, set_learning_rate
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -58,6 +59,11 @@ class RewardModel(nn.Module):
         sequences = [(list(p) + list(t))[: room - 1] + [eos_id] for p, t in zip(prompts, texts)]
         ids, mask = left_pad(sequences, pad_id)
         return self(images, ids.to(images.device), mask.to(images.device))
+
+    def scorer(self, tokenizer: Tokenizer) -> CandidateScorer:
+        """This model as the `Predictor`'s best-of-n scorer, in eval mode."""
+        self.eval()
+        return lambda images, prompts, texts: self.score(images, prompts, texts, tokenizer.eos_id, tokenizer.pad_id)
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -118,14 +124,14 @@ def train_reward_model(
     log: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """`config.max_steps` steps of AdamW on random batches of pairs, with the training schedule (warm-up + cosine),
-    per-part learning rates and autocast choice (`config.dtype`) of vlm/train.py; the head learns at the decoder's
+    per-part learning rates and autocast choice (`config.dtype`) of vlm/training/loop.py; the head learns at the decoder's
     rate. Returns the losses."""
     if not pairs:
         raise ValueError("no preference pairs to train on")
     device = torch.device(device)
     model.to(device).train()
     amp_dtype = autocast_dtype(device, config.dtype)
-    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+    amp = autocast(device, amp_dtype)
     optimizer = build_optimizer(model.backbone, config)
     lr = config.lr_decoder
     optimizer.add_param_group({"params": list(model.head.parameters()), "lr": lr, "peak_lr": lr, "weight_decay": 0.0})

@@ -3,7 +3,7 @@
 For each image, sample captions and decode one greedily; a sample's advantage is its reward minus the greedy
 caption's reward (the baseline: the model's own test-time output), and the loss is -advantage * log p(sample).
 Samples better than what the model would write greedily are made more likely, worse ones less. The reward is
-CIDEr-D against the image's references or a reward model's score (vlm/reward.py).
+CIDEr-D against the image's references or a reward model's score (vlm/posttrain/reward.py).
 
 Sampling uses the one generation loop (no gradients); the log-probabilities are then recomputed with gradients
 by one teacher-forced pass, as in training.
@@ -12,19 +12,19 @@ by one teacher-forced pass, as in training.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from vlm import masks
-from vlm.generate import GenerationConfig, generate
-from vlm.metrics.cider import DocumentFrequencies, cider_d
-from vlm.model import VisionLanguageModel
-from vlm.reward import RewardModel
-from vlm.tokenizer import Tokenizer
-from vlm.train import TrainConfig, apply_gradients, autocast_dtype, build_optimizer, lr_factor, set_learning_rate
+from vlm.evaluation.metrics.cider import DocumentFrequencies, cider_d
+from vlm.inference.generate import GenerationConfig, generate
+from vlm.model import masks
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.posttrain.reward import RewardModel
+from vlm.runtime import autocast, autocast_dtype
+from vlm.training.loop import TrainConfig, apply_gradients, build_optimizer, lr_factor, set_learning_rate
 
 
 @dataclass
@@ -144,7 +144,7 @@ def scst_step(
     rewards = torch.cat(
         [reward(images, samples[j * batch : (j + 1) * batch], references) for j in range(k)]
     )  # (K * B,)
-    amp = torch.autocast(images.device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+    amp = autocast(images.device, amp_dtype)
     with amp:
         image_tokens = model.encode_images(images).repeat(k, 1, 1)  # (K * B, N_img, D)
         ended = [len(s) < max_new_tokens for s in samples]
@@ -169,7 +169,7 @@ def finetune(
     device: torch.device | str = "cpu",
     log: Callable[[int, float, dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """`train_config.max_steps` SCST steps with the optimizer and schedule of vlm/train.py. image_batches(step)
+    """`train_config.max_steps` SCST steps with the optimizer and schedule of vlm/training/loop.py. image_batches(step)
     gives that step's images (B, 3, H, W) and their references. Returns each step's loss and rewards."""
     device = torch.device(device)
     model.to(device).train()

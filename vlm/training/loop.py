@@ -25,14 +25,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vlm.batch import collate
-from vlm.checkpoint import save_model, write_atomic
-from vlm.config import VLMConfig
+from vlm.data.batch import collate
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
 from vlm.data.packing import group_by_image, parse_sources
-from vlm.model import VisionLanguageModel
-from vlm.optim import MuonAdamW, muon_matrices
-from vlm.tokenizer import Tokenizer
+from vlm.model.checkpoint import save_model, write_atomic
+from vlm.model.config import VLMConfig
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.runtime import autocast, autocast_dtype, resolve_device
+from vlm.training.optim import MuonAdamW, muon_matrices
 
 
 @dataclass
@@ -51,7 +52,7 @@ class TrainConfig:
     lr_encoder: float = 5e-4
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
-    # "muon": Muon for the linear layers' weight matrices, AdamW for the rest (vlm/optim.py); at 1000 steps it named
+    # "muon": Muon for the linear layers' weight matrices, AdamW for the rest (vlm/training/optim.py); at 1000 steps it named
     # every object right on 74% of validation images against AdamW's 36% (docs/recipe_sweep.md). "adamw": AdamW alone.
     optimizer: str = "muon"
     muon_lr_ratio: float = 4.0  # Muon's learning rate as a multiple of its part's
@@ -118,28 +119,6 @@ class TrainingDiverged(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pieces of the loop
-
-
-def autocast_dtype(device: torch.device, choice: str) -> torch.dtype:
-    if choice == "float32":
-        return torch.float32
-    if choice == "bfloat16":
-        return torch.bfloat16
-    if choice != "auto":
-        raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32', got {choice!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU has bf16 matrix instructions (AVX-512 BF16 or AMX): there bf16 matmuls run ~4x float32;
-    elsewhere bf16 is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -215,12 +194,7 @@ class Distributed:
 def init_distributed(device_choice: str) -> tuple[Distributed, torch.device]:
     """Under torchrun (RANK/WORLD_SIZE set) join the process group: NCCL on GPUs, gloo on CPUs."""
     if "RANK" not in os.environ:
-        device = torch.device(
-            "cuda"
-            if device_choice == "auto" and torch.cuda.is_available()
-            else ("cpu" if device_choice == "auto" else device_choice)
-        )
-        return Distributed(), device
+        return Distributed(), resolve_device(device_choice)
     info = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     use_cuda = torch.cuda.is_available() and device_choice in ("auto", "cuda")
     if use_cuda:
@@ -268,7 +242,7 @@ def load_training_checkpoint(
         directory = directory.with_name(directory.name + ".old")  # a save was interrupted mid-swap
     if not (directory / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
-    from vlm.checkpoint import load_model  # the model folder inside the checkpoint is an ordinary one
+    from vlm.model.checkpoint import load_model  # the model folder inside the checkpoint is an ordinary one
 
     loaded, _ = load_model(directory)
     model.load_state_dict(loaded.state_dict())
@@ -406,7 +380,7 @@ def train(
     if config.compile:
         train_model = torch.compile(train_model)
     amp_dtype = autocast_dtype(torch_device, config.dtype)
-    amp = torch.autocast(torch_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+    amp = autocast(torch_device, amp_dtype)
 
     max_text_len = model_config.max_text_len
     parts, weights = data.train_parts, config.weights or None

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlm.metrics.cider import cider_d, simple_tokenize
+from vlm.evaluation.metrics.cider import cider_d, simple_tokenize
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 
@@ -133,7 +133,7 @@ def caption_metrics(
         res = {i: tokenized[("pred", i)] for i in ids}
     else:
         why = "pycocoevalcap is not installed (pip install 'vlm[eval]')" if not has_toolkit else "java is not on PATH"
-        unavailable["PTB tokenizer"] = f"{why}; text tokenized by vlm.metrics.cider.simple_tokenize instead"
+        unavailable["PTB tokenizer"] = f"{why}; text tokenized by vlm.evaluation.metrics.cider.simple_tokenize instead"
         gts = {i: [simple_tokenize(r) for r in references[i]] for i in ids}
         res = {i: [simple_tokenize(predictions[i])] for i in ids}
 

@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-from vlm.data.sample import Sample
+from vlm.data.sample import Sample, final_answer
 
 # The official evaluation's contraction table ("key>value"), its oddities included ("somebody'd" -> "somebodyd";
 # the capitalised keys never match after lowercasing): any difference would move published numbers.
@@ -79,16 +79,6 @@ def process_digits_and_articles(text: str) -> str:
     """Lowercase, number words to digits, articles dropped, contractions given their apostrophes."""
     words = [_NUMBERS.get(word, word) for word in text.lower().split()]
     return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
-
-
-# A reply that reasons before it answers ("asked red, saw blue, different, so no": see vlm/data/easy_vqa.py) puts
-# this before its answer.
-REASON_SEPARATOR = ", so "
-
-
-def final_answer(reply: str) -> str:
-    """The answer a reply ends with: "..., different, so no" -> "no"; a reply that gives no reason is all answer."""
-    return reply.rpartition(REASON_SEPARATOR)[2]
 
 
 def normalize_answer(answer: str) -> str:

@@ -1,0 +1,1 @@
+"""After training: preference pairs, the reward model and self-critical sequence training (SCST)."""

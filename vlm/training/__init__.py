@@ -1,0 +1,1 @@
+"""Training: the loop (checkpoints, resume, DDP), the optimizer, and building the training data from a mixture."""
