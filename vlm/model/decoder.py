@@ -3,6 +3,10 @@
 Pre-LayerNorm blocks, attention through `scaled_dot_product_attention`, learned position embeddings, and an output
 layer tied to the token embedding (no bias). The decoder takes embeddings rather than token ids so that image tokens
 can be placed in front of the text (see `vlm/model/vision_language_model.py`).
+
+The reference path (`Decoder.forward_features` over the padded grid) reads whole from the top; the fast paths that
+compute the same thing for less work (a one-token decoding step, training's pass over real tokens only) follow it in
+one section at the end, each tested equal to it.
 """
 
 from __future__ import annotations
@@ -58,48 +62,20 @@ class KVCache:
             self.values = self.values.index_select(1, batch_indices)
 
 
-def rounded_row_count(count: int) -> int:
-    """`count` rounded up to a multiple of a sixteenth of its power of two (at least 8): 1963 -> 1984, 300 -> 304."""
-    step = max(8, 1 << max(0, count.bit_length() - 5))
-    return -(-count // step) * step
+def causal_mask(num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
+    """(Tq, Tk) True where a query may attend: queries are the last Tq of the Tk slots (bottom-right aligned)."""
+    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_queries)
 
 
-class TokenRows:
-    """The real tokens of a padded (B, S) batch, as the rows of one (N', ...) matrix.
-
-    Norms, projections and MLPs act on each token alone, so they can skip padding; attention needs the (B, S) grid.
-    Batches are padded to their longest text: in the main job's first batch 27% of the decoder's slots are padding
-    (939 text tokens in 64 x 26 text slots, after 16 image tokens each).
-
-    Row counts are rounded up (`rounded_row_count`, at most ~6% more rows): the count of real tokens changes from
-    batch to batch, and oneDNN, which runs bfloat16 matrix products on a CPU, builds its kernels anew for every shape
-    it has not seen. In the main job's first 900 batches the decoder saw 183 row counts for its N tokens and 179 for
-    its M outputs; rounded, 5 and 17. The extra rows are copies of the first real token; nothing reads what the
-    layers make of them, so they add no gradient."""
-
-    def __init__(self, valid: torch.Tensor):
-        self.grid_shape = valid.shape  # (B, S)
-        self.index = valid.flatten().nonzero().squeeze(1)  # (N,) slot of each row in the flattened grid
-        self._row_of_slot = valid.flatten().long().cumsum(0) - 1  # (B * S,) row of each real slot
-        extra = rounded_row_count(len(self.index)) - len(self.index)
-        self._padded_index = torch.cat([self.index, self.index[:1].expand(extra)])  # (N',)
-
-    def rows_of(self, slots: torch.Tensor) -> torch.Tensor:
-        """(M',) indices of the rows of the (B, S) True `slots`, in row-major order, each a real token, then row 0
-        up to `rounded_row_count(M)`."""
-        rows = self._row_of_slot[slots.flatten()]
-        return F.pad(rows, (0, rounded_row_count(len(rows)) - len(rows)))
-
-    def to_grid(self, rows: torch.Tensor) -> torch.Tensor:
-        """(N', C) -> (B, S, C), zeros at padding; the rows past the N real ones are dropped."""
-        grid = rows.new_zeros(self.grid_shape.numel(), rows.shape[-1])
-        # in place: no copy of the zeros
-        return grid.index_copy_(0, self.index, rows[: len(self.index)]).view(*self.grid_shape, -1)
-
-    def to_rows(self, grid: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S, C) -> (N', C), or (M', C) for the given `rows` only (as `rows_of` gives them)."""
-        index = self._padded_index if rows is None else self.index[rows]
-        return grid.flatten(0, 1).index_select(0, index)
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) written out, (B, H, Tq, Tk), under the same mask convention as the fused call
+    (None: causal). Only for looking at the weights (attention maps): the fused kernel never materialises them,
+    so the normal path stays fast. No dropout: weights are inspected in eval mode."""
+    num_queries, num_keys = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    if attn_mask is None:
+        attn_mask = causal_mask(num_queries, num_keys, q.device)
+    return scores.float().masked_fill(~attn_mask, -torch.inf).softmax(dim=-1).to(q.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -147,25 +123,6 @@ class SelfAttention(nn.Module):
             y = self._attend(q, k, v, attn_mask)  # (B, H, Tq, hd)
         return self.out(y.transpose(1, 2).reshape(batch, num_queries, width))
 
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """One new position per row after `cache`'s: (B, D) -> (B, D). attn_mask (B, 1, 1, Tk) or None (every
-        cached slot is visible)."""
-        batch, width = x.shape
-        q, k, v = self.qkv(x).view(batch, 3, self.heads, 1, width // self.heads).unbind(1)  # (B, H, 1, hd) each
-        k, v = cache.update(layer, k, v)
-        return self.out(self._attend(q, k, v, attn_mask).view(batch, width))  # (B, H, 1, hd) -> (B, D)
-
-    def forward_rows(
-        self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(N', D) real-token rows -> (N', D), or (M', D) for the rows `outputs` alone: the projections run on real
-        tokens only (see `TokenRows`), attention on the padded grid."""
-        qkv = rows.to_grid(self.qkv(x))  # (B, S, 3D), zeros at padding, which no real query attends to
-        batch, steps, _ = qkv.shape
-        q, k, v = qkv.view(batch, steps, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, S, hd)
-        y = self._attend(q, k, v, attn_mask).transpose(1, 2).reshape(batch, steps, -1)  # (B, S, D)
-        return self.out(rows.to_rows(y, outputs))
-
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None
     ) -> torch.Tensor:
@@ -178,22 +135,6 @@ class SelfAttention(nn.Module):
         )
 
 
-def causal_mask(num_queries: int, num_keys: int, device: torch.device) -> torch.Tensor:
-    """(Tq, Tk) True where a query may attend: queries are the last Tq of the Tk slots (bottom-right aligned)."""
-    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_queries)
-
-
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hd)) written out, (B, H, Tq, Tk), under the same mask convention as the fused call
-    (None: causal). Only for looking at the weights (attention maps): the fused kernel never materialises them,
-    so the normal path stays fast. No dropout: weights are inspected in eval mode."""
-    num_queries, num_keys = q.shape[-2], k.shape[-2]
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
-    if attn_mask is None:
-        attn_mask = causal_mask(num_queries, num_keys, q.device)
-    return scores.float().masked_fill(~attn_mask, -torch.inf).softmax(dim=-1).to(q.dtype)
-
-
 class MLP(nn.Module):
     def __init__(self, width: int, hidden: int, dropout: float):
         super().__init__()
@@ -202,8 +143,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Exact GELU, not GPT-2's tanh approximation: on CPUs PyTorch's erf kernel runs forward and backward about
-        # twice as fast as the tanh one (the approximation dates from when erf was the slow one).
+        # Exact GELU, not GPT-2's tanh approximation: on CPUs PyTorch's erf kernel runs forward and backward faster
+        # than the tanh one (docs/benchmarks.md; the approximation dates from when erf was the slow one).
         return self.dropout(self.down(F.gelu(self.up(x))))
 
 
@@ -227,19 +168,6 @@ class Block(nn.Module):
         """(B, T, D) -> (B, Tq, D): the last `num_queries` positions (default all) go on through the MLP."""
         attended = self.attention(self.norm_attention(x), attn_mask, cache, layer, attention_weights, num_queries)
         x = x[:, x.shape[1] - attended.shape[1] :] + attended  # (B, Tq, D)
-        return x + self.mlp(self.norm_mlp(x))
-
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """One new position per row, (B, D) -> (B, D) (see `Decoder.step`)."""
-        x = x + self.attention.step(self.norm_attention(x), cache, layer, attn_mask)
-        return x + self.mlp(self.norm_mlp(x))
-
-    def forward_rows(
-        self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(N', D) real-token rows -> (N', D), or (M', D): only the rows `outputs` go on through the MLP."""
-        attended = self.attention.forward_rows(self.norm_attention(x), rows, attn_mask, outputs)
-        x = (x if outputs is None else x[outputs]) + attended
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -316,13 +244,123 @@ class Decoder(nn.Module):
 
     _features = _features_eager
 
+    def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        # Tied output layer: logits are similarities to the token embeddings.
+        return F.linear(hidden, self.token_embedding.weight)  # (..., D) -> (..., V)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Text-only causal language model: (B, T) ids -> (B, T, V) logits."""
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device).unsqueeze(0)
+        return self.forward_head(self.forward_features(self.embed_tokens(token_ids), positions))
+
+
+# ---- Fast paths: each is tested equal to the reference above (tests/test_model.py, tests/test_generate.py) ----
+# The one-token decoding step (`step`, and its compiled form, `compile_features`) and training's pass over real
+# tokens (`forward_rows`, on `TokenRows`). They are methods of the classes above, written here so that the reference
+# path reads whole first, and attached to those classes at the end of this section. Tests that hold each to the
+# reference: `forward_rows` by test_training_pass_over_real_tokens_gives_the_padded_pass_loss_and_gradients and
+# test_row_counts_round_up_by_at_most_a_sixteenth_to_few_shapes (tests/test_model.py); `step` by
+# test_cache_logits_equal_recomputed_logits_over_20_steps (tests/test_model.py) and
+# test_greedy_with_cache_equals_greedy_without (tests/test_generate.py); `compile_features` by
+# test_a_compiled_decoder_generates_what_the_eager_one_does (tests/test_generate.py). How they save work:
+# docs/performance.md.
+
+
+def rounded_row_count(count: int) -> int:
+    """`count` rounded up to a multiple of a sixteenth of its power of two (at least 8): 1963 -> 1984, 300 -> 304."""
+    step = max(8, 1 << max(0, count.bit_length() - 5))
+    return -(-count // step) * step
+
+
+class TokenRows:
+    """The real tokens of a padded (B, S) batch, as the rows of one (N', ...) matrix.
+
+    Norms, projections and MLPs act on each token alone, so they can skip padding; attention needs the (B, S) grid.
+    Batches are padded to their longest text, so a good share of the decoder's slots are padding (the main job's
+    share: docs/performance.md).
+
+    Row counts are rounded up (`rounded_row_count`, at most a sixteenth more rows, or 7 below 128): the count of real
+    tokens changes from batch to batch, and oneDNN, which runs bfloat16 matrix products on a CPU, builds its kernels
+    anew for every shape it has not seen; rounded, the main job's batches need a few shapes where unrounded they
+    needed many (the counts: docs/performance.md). The extra rows are copies of the first real token; nothing
+    reads what the layers make of them, so they add no gradient."""
+
+    def __init__(self, valid: torch.Tensor):
+        self.grid_shape = valid.shape  # (B, S)
+        self.index = valid.flatten().nonzero().squeeze(1)  # (N,) slot of each row in the flattened grid
+        self._row_of_slot = valid.flatten().long().cumsum(0) - 1  # (B * S,) row of each real slot
+        extra = rounded_row_count(len(self.index)) - len(self.index)
+        self._padded_index = torch.cat([self.index, self.index[:1].expand(extra)])  # (N',)
+
+    def rows_of(self, slots: torch.Tensor) -> torch.Tensor:
+        """(M',) indices of the rows of the (B, S) True `slots`, in row-major order, each a real token, then row 0
+        up to `rounded_row_count(M)`."""
+        rows = self._row_of_slot[slots.flatten()]
+        return F.pad(rows, (0, rounded_row_count(len(rows)) - len(rows)))
+
+    def to_grid(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N', C) -> (B, S, C), zeros at padding; the rows past the N real ones are dropped."""
+        grid = rows.new_zeros(self.grid_shape.numel(), rows.shape[-1])
+        # in place: no copy of the zeros
+        return grid.index_copy_(0, self.index, rows[: len(self.index)]).view(*self.grid_shape, -1)
+
+    def to_rows(self, grid: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S, C) -> (N', C), or (M', C) for the given `rows` only (as `rows_of` gives them)."""
+        index = self._padded_index if rows is None else self.index[rows]
+        return grid.flatten(0, 1).index_select(0, index)
+
+
+class _SelfAttentionFastPaths:
+    """`SelfAttention`'s fast paths (attached to it below)."""
+
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """One new position per row after `cache`'s: (B, D) -> (B, D). attn_mask (B, 1, 1, Tk) or None (every
+        cached slot is visible)."""
+        batch, width = x.shape
+        q, k, v = self.qkv(x).view(batch, 3, self.heads, 1, width // self.heads).unbind(1)  # (B, H, 1, hd) each
+        k, v = cache.update(layer, k, v)
+        return self.out(self._attend(q, k, v, attn_mask).view(batch, width))  # (B, H, 1, hd) -> (B, D)
+
+    def forward_rows(
+        self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N', D) real-token rows -> (N', D), or (M', D) for the rows `outputs` alone: the projections run on real
+        tokens only (see `TokenRows`), attention on the padded grid."""
+        qkv = rows.to_grid(self.qkv(x))  # (B, S, 3D), zeros at padding, which no real query attends to
+        batch, steps, _ = qkv.shape
+        q, k, v = qkv.view(batch, steps, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, S, hd)
+        y = self._attend(q, k, v, attn_mask).transpose(1, 2).reshape(batch, steps, -1)  # (B, S, D)
+        return self.out(rows.to_rows(y, outputs))
+
+
+class _BlockFastPaths:
+    """`Block`'s fast paths (attached to it below)."""
+
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """One new position per row, (B, D) -> (B, D) (see `Decoder.step`)."""
+        x = x + self.attention.step(self.norm_attention(x), cache, layer, attn_mask)
+        return x + self.mlp(self.norm_mlp(x))
+
+    def forward_rows(
+        self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N', D) real-token rows -> (N', D), or (M', D): only the rows `outputs` go on through the MLP."""
+        attended = self.attention.forward_rows(self.norm_attention(x), rows, attn_mask, outputs)
+        x = (x if outputs is None else x[outputs]) + attended
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class _DecoderFastPaths:
+    """`Decoder`'s fast paths (attached to it below)."""
+
     def step(
         self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """A decoding step: one new token per row after the `cache`d positions, (B,) ids and positions -> (B, D)
         final hidden states. What `forward_features` computes for a one-position sequence, on (B, D) rather than
-        (B, 1, D) tensors and with fewer operators: at batch 1 a step's cost is mostly the dispatch of its ~100
-        small operators, not their arithmetic. attn_mask: (B, 1, 1, cached + 1) or None (see `SelfAttention.step`)."""
+        (B, 1, D) tensors and with fewer operators: at batch 1 a step's cost is mostly the dispatch of its many
+        small operators, not their arithmetic (docs/performance.md). attn_mask: (B, 1, 1, cached + 1) or None (see
+        `SelfAttention.step`)."""
         self._check_positions(position_ids)
         x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(position_ids))  # (B, D)
         x = self._blocks_step(x, cache, attn_mask)
@@ -359,18 +397,20 @@ class Decoder(nn.Module):
 
     def compile_features(self) -> None:
         """Run the blocks through `torch.compile` from now on, in `forward_features` (not when attention weights are
-        asked for) and in decoding steps (`step`). At batch 1 a decoding step is ~100 small operators whose dispatch
-        costs far more than their arithmetic; compiled, they fuse into a few kernels. Compiled for dynamic sizes, so a
-        growing sequence does not recompile at every step; batch 1, prefill and the uncached path still get their own
-        compilations, each a minute or more on a CPU."""
+        asked for) and in decoding steps (`step`). At batch 1 a decoding step is many small operators whose dispatch
+        costs far more than their arithmetic; compiled, they fuse into a few kernels (docs/performance.md). Compiled
+        for dynamic sizes, so a growing sequence does not recompile at every step; batch 1, prefill and the uncached
+        path still get their own compilations, each a long wait on a CPU (docs/benchmarks.md)."""
         self._features = torch.compile(self._features_eager, dynamic=True)
         self._blocks_step = torch.compile(self._blocks_step_eager, dynamic=True)
 
-    def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        # Tied output layer: logits are similarities to the token embeddings.
-        return F.linear(hidden, self.token_embedding.weight)  # (..., D) -> (..., V)
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Text-only causal language model: (B, T) ids -> (B, T, V) logits."""
-        positions = torch.arange(token_ids.shape[1], device=token_ids.device).unsqueeze(0)
-        return self.forward_head(self.forward_features(self.embed_tokens(token_ids), positions))
+for _cls, _fast_paths in (
+    (SelfAttention, _SelfAttentionFastPaths),
+    (Block, _BlockFastPaths),
+    (Decoder, _DecoderFastPaths),
+):
+    for _name, _member in vars(_fast_paths).items():
+        if not _name.startswith("__"):  # the methods and `_blocks_step`, not the class's own attributes
+            setattr(_cls, _name, _member)
+del _cls, _fast_paths, _name, _member
