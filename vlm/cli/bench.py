@@ -20,17 +20,16 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-from vlm.cli.common import UsageError, resolve_device
-from vlm.cli.train import DEFAULT_DATA, load_training_data
+from vlm.cli.common import UsageError, run_command
 from vlm.data.catalog import DataPaths, parse_data_spec
 from vlm.data.transforms import build_transform
 from vlm.model.config import PRESETS, get_preset
-from vlm.runtime import autocast_dtype, cpu_has_fast_bf16
+from vlm.runtime import autocast_dtype, cpu_has_fast_bf16, resolve_device
+from vlm.training.data import DEFAULT_DATA, load_training_data
 from vlm.training.loop import TrainConfig
 
 
@@ -85,23 +84,25 @@ def machine(device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    run_command("bench.py", lambda: run_benchmark(args))
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
     for preset in [*args.presets, args.budget_preset]:
         if preset not in PRESETS:
-            parser.error(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+            raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if min(args.batch_size, *args.generation_batch_sizes, args.repeats, args.new_tokens) < 1:
-        parser.error("--batch-size, --generation-batch-sizes, --repeats and --new-tokens must be at least 1")
+        raise UsageError("--batch-size, --generation-batch-sizes, --repeats and --new-tokens must be at least 1")
     if args.budget_s <= 0 or args.check_every_s <= 0:
-        parser.error("--budget-s and --check-every-s must be positive")
+        raise UsageError("--budget-s and --check-every-s must be positive")
     try:
         mixture = parse_data_spec(args.data)
         import transformers  # noqa: F401  (the peer's library: say so now, not after minutes of measuring)
     except ValueError as error:
-        parser.error(str(error))
+        raise UsageError(str(error)) from None
     except ImportError:
-        print("bench.py: error: the peer needs transformers: pip install -e '.[bench]'", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UsageError("the peer needs transformers: pip install -e '.[bench]'") from None
 
     from vlm.experiments.benchmarks import (
         compare_speed,
@@ -113,10 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from vlm.experiments.race import compare_under_budget, format_budget_runs
 
-    try:
-        device = resolve_device(args.device)
-    except UsageError as error:
-        parser.error(str(error))
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     train_config = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, weights=[w for _, w in mixture])

@@ -19,6 +19,7 @@ from vlm.cli.common import (
     add_decoding_arguments,
     add_model_arguments,
     build_predictor,
+    check_at_least_one,
     check_attention_output,
     generation_config,
     run_command,
@@ -52,10 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     add_decoding_arguments(parser, max_new_tokens=32)
     add_attention_arguments(parser)
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
 
     def body() -> None:
+        check_at_least_one(args, "batch_size")
         paths = image_paths(args.images)
         check_attention_output(args.attention, len(paths))
         config = generation_config(args)

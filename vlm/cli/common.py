@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -56,16 +57,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, batched: bool = False) 
     parser.set_defaults(batched=batched)
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int | None) -> None:
+    """The decoding flags, one per `GenerationConfig` field (max_new_tokens None: chosen by the command later)."""
     group = parser.add_argument_group("decoding")
-    group.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"])
-    group.add_argument("--beams", type=int, default=4, help="beam width (with --strategy beam)")
-    group.add_argument("--length-penalty", type=float, default=1.0)
-    group.add_argument("--temperature", type=float, default=1.0)
-    group.add_argument("--top-k", type=int, default=0)
-    group.add_argument("--top-p", type=float, default=1.0)
-    group.add_argument("--seed", type=int, default=None, help="seed for --strategy sample")
-    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    add_config_arguments(
+        group,
+        GenerationConfig,
+        defaults=GenerationConfig(max_new_tokens=max_new_tokens or 1),
+        exclude=("use_cache",),
+        aliases={"num_beams": ["--beams"]},
+    )
+    if max_new_tokens is None:
+        parser.set_defaults(max_new_tokens=None)
     group.add_argument(
         "--rerank",
         type=int,
@@ -114,16 +117,7 @@ def check_attention_output(path: Path | None, rows: int) -> None:
 
 
 def generation_config(args: argparse.Namespace) -> GenerationConfig:
-    config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        strategy=args.strategy,
-        num_beams=args.beams,
-        length_penalty=args.length_penalty,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
+    config = config_from_args(GenerationConfig, args, exclude=("use_cache",))
     try:
         config.validate()
     except ValueError as error:
@@ -131,16 +125,57 @@ def generation_config(args: argparse.Namespace) -> GenerationConfig:
     return config
 
 
+def _flag_type(cls: type, field: dataclasses.Field) -> type:
+    """The type a flag parses to: the field's annotation, with `X | None` read as X."""
+    hint = typing.get_type_hints(cls)[field.name]
+    options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    return options[0]
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    defaults: object | None = None,
+    exclude: tuple[str, ...] = (),
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
+    """One flag per field of the dataclass `cls` (`--field-name`), its default taken from `defaults` (or the
+    class), its type from the annotation; booleans as --flag / --no-flag; a field's `metadata["choices"]` and
+    `metadata["help"]` are the flag's. `config_from_args` builds the dataclass back."""
+    defaults = defaults if defaults is not None else cls()
+    for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
+        default = getattr(defaults, field.name)
+        flags = [f"--{field.name.replace('_', '-')}", *(aliases or {}).get(field.name, [])]
+        help_text = field.metadata.get("help", "")
+        help_text = f"{help_text} (default {default})" if help_text else f"(default {default})"
+        kind = _flag_type(cls, field)
+        if kind is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(
+                *flags,
+                dest=field.name,
+                type=kind,
+                default=default,
+                choices=field.metadata.get("choices"),
+                help=help_text,
+            )
+
+
+def config_from_args(cls: type, args: argparse.Namespace, exclude: tuple[str, ...] = (), **values):
+    """The dataclass `cls` from the flags `add_config_arguments` made; `values` fill the excluded fields."""
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in exclude}
+    return cls(**fields, **values)
+
+
 def add_data_path_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data locations (COCO, Karpathy, VQAv2)")
-    for field in dataclasses.fields(DataPaths):
-        group.add_argument(
-            f"--{field.name.replace('_', '-')}", default=field.default, help=f"(default {field.default})"
-        )
+    add_config_arguments(parser.add_argument_group("data locations (COCO, Karpathy, VQAv2)"), DataPaths)
 
 
 def data_paths(args: argparse.Namespace) -> DataPaths:
-    return DataPaths(**{field.name: getattr(args, field.name) for field in dataclasses.fields(DataPaths)})
+    return config_from_args(DataPaths, args)
 
 
 def load_matching_reward_model(
@@ -172,6 +207,14 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     if args.compile:
         model.decoder.compile_features()
     return Predictor(model, tokenizer, device, autocast_dtype(device, dtype), scorer=scorer, rerank=rerank)
+
+
+def check_at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Each named count the user gave (None: not given) is at least 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def run_command(prog: str, body: Callable[[], None]) -> None:

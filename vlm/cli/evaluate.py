@@ -10,19 +10,21 @@ vlm-evaluate --data karpathy --split test --karpathy-json data/coco/prepared/dat
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 from vlm.cli.common import (
     UsageError,
+    add_data_path_arguments,
     add_decoding_arguments,
     add_model_arguments,
     build_predictor,
+    check_at_least_one,
+    data_paths,
     generation_config,
     run_command,
 )
-from vlm.data.catalog import DATASET_NAMES, DataPaths, build_dataset
+from vlm.data.catalog import DATASET_NAMES, build_dataset
 from vlm.evaluation.evaluate import ANSWER_TOKENS, CAPTION_TOKENS, evaluate, format_table, load_samples
 
 
@@ -41,12 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--builtin-only", action="store_true", help="captions: the built-in CIDEr-D only (no Java, no toolkit)"
     )
-    paths = parser.add_argument_group("data locations (COCO, Karpathy, VQAv2)")
-    for field in dataclasses.fields(DataPaths):
-        paths.add_argument(f"--{field.name.replace('_', '-')}", default=field.default)
+    add_data_path_arguments(parser)
     add_model_arguments(parser, batched=True)
-    add_decoding_arguments(parser, max_new_tokens=0)
-    parser.set_defaults(max_new_tokens=None)  # by task: captions CAPTION_TOKENS, answers ANSWER_TOKENS
+    add_decoding_arguments(parser, max_new_tokens=None)  # by task: captions CAPTION_TOKENS, answers ANSWER_TOKENS
     return parser
 
 
@@ -54,11 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        if args.limit is not None and args.limit < 1:
-            raise UsageError(f"--limit must be at least 1, got {args.limit}")
-        if args.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-        paths = DataPaths(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataPaths)})
+        check_at_least_one(args, "limit", "batch_size")
+        paths = data_paths(args)
         try:
             samples = load_samples(build_dataset(args.data, args.split, paths, mode="eval"), args.limit)
         except ValueError as error:  # a loader's complaint about a file names the file

@@ -22,9 +22,9 @@ from tqdm import tqdm
 from vlm.cli.common import (
     UsageError,
     add_data_path_arguments,
+    check_at_least_one,
     data_paths,
     load_matching_reward_model,
-    resolve_device,
     run_command,
 )
 from vlm.cli.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
@@ -37,8 +37,8 @@ from vlm.inference.generate import GenerationConfig
 from vlm.inference.predict import Predictor
 from vlm.model.checkpoint import load_model, save_model
 from vlm.posttrain.scst import CiderReward, RewardModelReward, SCSTConfig, finetune
-from vlm.runtime import autocast_dtype
-from vlm.training.loop import TrainConfig
+from vlm.runtime import autocast_dtype, resolve_device
+from vlm.training.loop import finetune_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,20 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("max_steps", "batch_size", "samples_per_image", "max_new_tokens", "train_samples", "eval_samples"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.temperature <= 0:
-        parser.error(f"--temperature must be above 0, got {args.temperature}")
-    try:
-        [(data_name, _)] = parse_data_spec(args.data)
-    except ValueError as error:
-        parser.error(str(error))
+    args = build_parser().parse_args(argv)
 
     def body() -> None:
+        check_at_least_one(
+            args, "max_steps", "batch_size", "samples_per_image", "max_new_tokens", "train_samples", "eval_samples"
+        )
+        if args.temperature <= 0:
+            raise UsageError(f"--temperature must be above 0, got {args.temperature}")
+        try:
+            [(data_name, _)] = parse_data_spec(args.data)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         device = resolve_device(args.device)
         model, tokenizer = load_model(args.checkpoint, device)
         splits = {}
@@ -132,14 +130,10 @@ def main(argv: list[str] | None = None) -> None:
             progress.set_postfix(reward=f"{stats['sample_reward']:.3f}", greedy=f"{stats['greedy_reward']:.3f}")
 
         config = SCSTConfig(args.samples_per_image, args.max_new_tokens, args.temperature)
-        train_config = TrainConfig(
+        train_config = finetune_config(
+            args.lr,
             max_steps=args.max_steps,
             batch_size=args.batch_size,
-            lr_decoder=args.lr,
-            lr_projector=args.lr,
-            lr_encoder=args.lr,
-            # Fine-tuning at a small learning rate: AdamW, with which the README's figures were measured.
-            optimizer="adamw",
             warmup_steps=args.warmup_steps,
             seed=args.seed,
             dtype=args.dtype,

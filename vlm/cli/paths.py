@@ -3,6 +3,8 @@
 from pathlib import Path
 
 MAIN_RUN_DIR = Path("runs/main")
-DEFAULT_CHECKPOINT = MAIN_RUN_DIR / "model"  # a model folder (see vlm/model/checkpoint.py): the best validation model
+# A model folder (vlm/model/checkpoint.py): the best validation model.
+DEFAULT_CHECKPOINT = MAIN_RUN_DIR / "model"
 REWARD_RUN_DIR = Path("runs/reward")
-DEFAULT_REWARD_MODEL = REWARD_RUN_DIR / "model"  # a model folder plus reward_head.safetensors (see vlm/posttrain/reward.py)
+# A model folder plus reward_head.safetensors (vlm/posttrain/reward.py).
+DEFAULT_REWARD_MODEL = REWARD_RUN_DIR / "model"

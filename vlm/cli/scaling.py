@@ -11,14 +11,13 @@ Writes, in --out-dir: one run folder per rung, prediction.json (written before t
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 
-from vlm.cli.common import add_data_path_arguments, data_paths
+from vlm.cli.common import UsageError, add_data_path_arguments, data_paths, run_command
 from vlm.data.catalog import parse_data_spec
 from vlm.experiments.scaling import LadderError, parse_ladder, predict_then_train
 from vlm.model.config import VLMConfig
-from vlm.training.loop import TrainConfig, TrainingData
+from vlm.training.data import load_training_data
+from vlm.training.loop import TrainingData, finetune_config
 
 DEFAULT_LADDER = "scale-xs:200,scale-s:300,scale-m:400,scale-l:600"
 DEFAULT_TARGET = "default:800"
@@ -45,54 +44,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        ladder = parse_ladder(args.ladder)
-        [target] = parse_ladder(args.target)
-        mixture = parse_data_spec(args.data)
-    except ValueError as error:
-        parser.error(str(error))
-    if len(ladder) < 3:
-        parser.error(f"--ladder needs at least 3 rungs to fit a power law plus a constant, got {len(ladder)}")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    base = TrainConfig(
-        batch_size=args.batch_size,
-        lr_decoder=args.lr,
-        lr_projector=args.lr,
-        lr_encoder=args.lr,
-        # Every rung with the recipe the ladder's figures (README, docs/scaling.png) were measured with.
-        optimizer="adamw",
-        warmup_steps=args.warmup_steps,
-        val_batches=-(-args.val_samples * len(mixture) // args.batch_size),
-        seed=args.seed,
-        num_workers=args.num_workers,
-        dtype=args.dtype,
-        log_every=50,
-    )
-    from vlm.cli.train import load_training_data
+    args = build_parser().parse_args(argv)
 
-    loaded: dict[int, TrainingData] = {}  # one data set per image size: every rung of the ladder shares it
+    def body() -> None:
+        try:
+            ladder = parse_ladder(args.ladder)
+            [target] = parse_ladder(args.target)
+            mixture = parse_data_spec(args.data)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if len(ladder) < 3:
+            raise UsageError(f"--ladder needs at least 3 rungs to fit a power law plus a constant, got {len(ladder)}")
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        base = finetune_config(
+            args.lr,
+            batch_size=args.batch_size,
+            warmup_steps=args.warmup_steps,
+            val_batches=-(-args.val_samples * len(mixture) // args.batch_size),
+            seed=args.seed,
+            num_workers=args.num_workers,
+            dtype=args.dtype,
+            log_every=50,
+        )
+        loaded: dict[int, TrainingData] = {}  # one data set per image size: every rung of the ladder shares it
 
-    def data_for(config: VLMConfig) -> TrainingData:
-        size = config.vision.image_size
-        if size not in loaded:
-            try:
-                loaded[size] = load_training_data(config, mixture, data_paths(args), args.val_samples, None)
-            except (ValueError, FileNotFoundError) as error:
-                print(f"vlm-scaling: error: {error}", file=sys.stderr)
-                raise SystemExit(2) from None
-        return loaded[size]
+        def data_for(config: VLMConfig) -> TrainingData:
+            size = config.vision.image_size
+            if size not in loaded:
+                try:
+                    loaded[size] = load_training_data(config, mixture, data_paths(args), args.val_samples, None)
+                except ValueError as error:
+                    raise UsageError(str(error)) from None
+            return loaded[size]
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *_a, **_k: print(f"vlm-scaling: warning: {message}", file=sys.stderr)
         try:
             predict_then_train(ladder, target, base, data_for, args.out_dir, args.device)
         except LadderError as error:
-            print(f"vlm-scaling: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise UsageError(str(error)) from None
+
+    run_command("vlm-scaling", body)
 
 
 if __name__ == "__main__":

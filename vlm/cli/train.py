@@ -10,24 +10,25 @@ vlm-train --out-dir runs/main --resume         # continue a run exactly where it
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
-import sys
 from pathlib import Path
 
+from vlm.cli.common import (
+    UsageError,
+    add_config_arguments,
+    add_data_path_arguments,
+    config_from_args,
+    data_paths,
+    run_command,
+)
 from vlm.cli.paths import MAIN_RUN_DIR
-from vlm.data.catalog import DataPaths, build_dataset, limit, parse_data_spec, texts_of
+from vlm.data.catalog import parse_data_spec
 from vlm.data.packing import check_sources, parse_sources, sample_source
-from vlm.data.transforms import build_transform
-from vlm.model.config import PRESETS, VLMConfig, apply_overrides, get_preset
-from vlm.model.tokenizer import Tokenizer
-from vlm.training.loop import TrainConfig, TrainingData, train
+from vlm.model.config import PRESETS, apply_overrides, get_preset
+from vlm.training.data import DEFAULT_DATA, generation_metrics, load_training_data
+from vlm.training.loop import TrainConfig, train
 
-# Three sevenths captions, two sevenths easy-VQA with its yes/no answers worked out in steps ("asked red, saw blue,
-# different, so no"), a seventh easy-VQA's shape questions, a seventh the built-in questions: every object named
-# correctly on 93.2% and 94.4% of the built-in test images (two seeds) against 87.4% and 88.8% with a third of
-# captions, easy-VQA 99.2% and 99.5% (docs/recipe_sweep.md).
-DEFAULT_DATA = "shapes:3,shapes_vqa:1,easy_vqa_reasoned:2,easy_vqa_shapes:1"
+NOT_FLAGS = ("weights", "betas")  # weights come with --data; betas stay the recipe's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,104 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run in --out-dir first")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    for field in dataclasses.fields(DataPaths):
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}", default=field.default, help=f"(default {field.default})"
-        )
-    defaults = TrainConfig(out_dir=str(MAIN_RUN_DIR))
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in ("weights", "betas"):
-            continue
-        default = getattr(defaults, field.name)
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            kind = type(default) if default is not None else int
-            parser.add_argument(flag, type=kind, default=default, help=f"(default {default})")
+    add_data_path_arguments(parser)
+    add_config_arguments(
+        parser.add_argument_group("training"), TrainConfig, TrainConfig(out_dir=str(MAIN_RUN_DIR)), NOT_FLAGS
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        model_config = apply_overrides(get_preset(args.preset), args.overrides)
-        mixture = parse_data_spec(args.data)
-        train_config = TrainConfig(
-            **{
-                f.name: getattr(args, f.name)
-                for f in dataclasses.fields(TrainConfig)
-                if f.name not in ("weights", "betas")
-            },
-            weights=[w for _, w in mixture],
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    run_dir = Path(train_config.out_dir)
-    if args.overwrite and not args.resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    paths = DataPaths(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataPaths)})
-    try:
-        data = load_training_data(model_config, mixture, paths, args.val_samples, run_dir if args.resume else None)
-        if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
-            check_sources([sample_source(p) for p in data.train_parts], parse_sources(train_config.packed_sources))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"vlm-train: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    on_validate = generation_metrics(mixture, paths, args.val_samples, data.tokenizer, train_config.blind)
-    state = train(model_config, train_config, data, resume=args.resume, device=args.device, on_validate=on_validate)
-    print(f"trained {state.step} steps; best validation loss {state.best_val_loss:.4f}; model in {run_dir / 'model'}")
+    args = build_parser().parse_args(argv)
 
-
-def generation_metrics(
-    mixture: list[tuple[str, float]], paths: DataPaths, count: int, tokenizer: Tokenizer, blind: bool
-):
-    """Validation by generating, as users will: CIDEr-D and object accuracy of captions, accuracy of answers."""
-    from vlm.evaluation.evaluate import quick_metrics
-    from vlm.inference.predict import Predictor
-    from vlm.runtime import autocast_dtype
-
-    caption_samples, question_samples = [], []
-    for name, _ in mixture:
-        part = limit(build_dataset(name, "val", paths), count)
-        samples = [part[i] for i in range(len(part))]
-        (caption_samples if samples and samples[0].question is None else question_samples).extend(samples)
-
-    def on_validate(model, step: int) -> dict[str, float]:
-        device = next(model.parameters()).device
-        predictor = Predictor(model, tokenizer, device, autocast_dtype(device, "auto"), blind=blind)
+    def body() -> None:
         try:
-            return quick_metrics(predictor, caption_samples, question_samples)
-        finally:
-            model.train()
+            model_config = apply_overrides(get_preset(args.preset), args.overrides)
+            mixture = parse_data_spec(args.data)
+            train_config = config_from_args(TrainConfig, args, NOT_FLAGS, weights=[w for _, w in mixture])
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        run_dir = Path(train_config.out_dir)
+        if args.overwrite and not args.resume and run_dir.exists():
+            shutil.rmtree(run_dir)
+        paths = data_paths(args)
+        try:
+            data = load_training_data(model_config, mixture, paths, args.val_samples, run_dir if args.resume else None)
+            if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
+                check_sources([sample_source(p) for p in data.train_parts], parse_sources(train_config.packed_sources))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        on_validate = generation_metrics(mixture, paths, args.val_samples, data.tokenizer, train_config.blind)
+        state = train(model_config, train_config, data, resume=args.resume, device=args.device, on_validate=on_validate)
+        print(
+            f"trained {state.step} steps; best validation loss {state.best_val_loss:.4f}; model in {run_dir / 'model'}"
+        )
 
-    return on_validate
-
-
-def load_training_data(
-    model_config: VLMConfig,
-    mixture: list[tuple[str, float]],
-    paths: DataPaths,
-    val_samples: int,
-    resume_dir: Path | None,
-) -> TrainingData:
-    train_parts = [build_dataset(name, "train", paths) for name, _ in mixture]
-    val_parts = [limit(build_dataset(name, "val", paths), val_samples) for name, _ in mixture]
-    if resume_dir is not None:
-        tokenizer = Tokenizer.load(resume_dir / "checkpoints" / "last")  # the ids the weights were trained with
-    else:
-        tokenizer = Tokenizer.build(text for part in train_parts for text in texts_of(part))
-    from torch.utils.data import ConcatDataset
-
-    size = model_config.vision.image_size
-    return TrainingData(
-        train_parts=train_parts,
-        val=ConcatDataset(val_parts),
-        tokenizer=tokenizer,
-        train_transform=build_transform(size, train=True),
-        eval_transform=build_transform(size, train=False),
-    )
+    run_command("vlm-train", body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vlm.cli.common import UsageError, add_data_path_arguments, data_paths, resolve_device, run_command
+from vlm.cli.common import (
+    UsageError,
+    add_data_path_arguments,
+    check_at_least_one,
+    data_paths,
+    run_command,
+)
 from vlm.cli.paths import DEFAULT_CHECKPOINT, REWARD_RUN_DIR
 from vlm.data.catalog import build_dataset, parse_data_spec
 from vlm.data.transforms import build_transform
@@ -26,7 +32,8 @@ from vlm.evaluation.evaluate import load_samples
 from vlm.model.checkpoint import load_model
 from vlm.posttrain.preferences import preference_pairs
 from vlm.posttrain.reward import RewardModel, pairwise_accuracy, save_reward_model, train_reward_model
-from vlm.training.loop import TrainConfig
+from vlm.runtime import resolve_device
+from vlm.training.loop import finetune_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,17 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ("train_samples", "eval_samples", "max_steps", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    try:
-        names = [name for name, _ in parse_data_spec(args.data)]
-    except ValueError as error:
-        parser.error(str(error))
+    args = build_parser().parse_args(argv)
 
     def body() -> None:
+        check_at_least_one(args, "train_samples", "eval_samples", "max_steps", "batch_size")
+        try:
+            names = [name for name, _ in parse_data_spec(args.data)]
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         device = resolve_device(args.device)
         backbone, tokenizer = load_model(args.checkpoint, device)
         size = backbone.config.vision.image_size
@@ -77,14 +81,10 @@ def main(argv: list[str] | None = None) -> None:
             if not pairs[split]:
                 raise UsageError(f"--data {args.data}: no preference pairs could be made from the {split} split")
         model = RewardModel(backbone)
-        config = TrainConfig(
+        config = finetune_config(
+            args.lr,
             max_steps=args.max_steps,
             batch_size=args.batch_size,
-            lr_decoder=args.lr,
-            lr_projector=args.lr,
-            lr_encoder=args.lr,
-            # Fine-tuning at a small learning rate: AdamW, with which the README's figures were measured.
-            optimizer="adamw",
             warmup_steps=args.warmup_steps,
             seed=args.seed,
         )

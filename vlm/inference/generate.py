@@ -9,7 +9,7 @@ baseline the cache is measured against).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,22 +17,27 @@ from vlm.data.batch import left_pad
 from vlm.model.vision_language_model import DecodingState, VisionLanguageModel
 from vlm.runtime import autocast
 
+STRATEGIES = ("greedy", "beam", "sample")
+
 
 @dataclass
 class GenerationConfig:
+    # The command-line flags are made from these fields (vlm/cli/common.py); `metadata` holds their help.
     max_new_tokens: int = 32
-    strategy: str = "greedy"  # "greedy", "beam" or "sample"
-    num_beams: int = 4
-    length_penalty: float = 1.0  # beam score = sum of log-probabilities / length ** length_penalty
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1.0: off
-    seed: int | None = None
+    strategy: str = field(default="greedy", metadata={"choices": STRATEGIES})
+    num_beams: int = field(default=4, metadata={"help": "beam width (with --strategy beam)"})
+    length_penalty: float = field(
+        default=1.0, metadata={"help": "beam score = sum of log-probabilities / length ** length_penalty"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "with --strategy sample"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k likeliest tokens only; 0: off"})
+    top_p: float = field(default=1.0, metadata={"help": "sample from the smallest set of this probability; 1: off"})
+    seed: int | None = field(default=None, metadata={"help": "seed for --strategy sample"})
     use_cache: bool = True
-    min_new_tokens: int = 0  # the end token is forbidden before this many tokens (benchmarks force full length)
+    min_new_tokens: int = field(default=0, metadata={"help": "the end token is forbidden before this many tokens"})
 
     def validate(self) -> None:
-        if self.strategy not in ("greedy", "beam", "sample"):
+        if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be greedy, beam or sample, got {self.strategy!r}")
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise ValueError("max_new_tokens and num_beams must be at least 1")

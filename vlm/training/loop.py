@@ -93,6 +93,13 @@ class TrainConfig:
             raise ValueError("packed_sources needs packing on: set packed_text_len too")
 
 
+def finetune_config(lr: float, **settings) -> TrainConfig:
+    """A run that starts from a trained model (reward model, SCST) or a short ladder rung: one learning rate for
+    every part, and AdamW, which at these small learning rates needs no orthogonalization and is what their
+    figures were measured with (docs/extensions.md). `settings`: any other TrainConfig field."""
+    return TrainConfig(lr_decoder=lr, lr_projector=lr, lr_encoder=lr, optimizer="adamw", **settings)
+
+
 @dataclass
 class TrainingData:
     """What the loop trains on: Samples, not tensors; the loop tokenizes and transforms them."""

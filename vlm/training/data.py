@@ -1,0 +1,68 @@
+"""Building what the training loop trains on from a mixture spec: the data sets, the vocabulary, the transforms,
+and validation by generating (captions and answers scored as users will see them).
+
+The default mixture is the main job's: three sevenths captions, two sevenths easy-VQA with its yes/no answers worked
+out in steps, a seventh easy-VQA's shape questions, a seventh the built-in questions (docs/results.md says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch.utils.data import ConcatDataset
+
+from vlm.data.catalog import DataPaths, build_dataset, limit, texts_of
+from vlm.data.transforms import build_transform
+from vlm.evaluation.evaluate import quick_metrics
+from vlm.inference.predict import Predictor
+from vlm.model.config import VLMConfig
+from vlm.model.tokenizer import Tokenizer
+from vlm.runtime import autocast_dtype
+from vlm.training.loop import TrainingData
+
+DEFAULT_DATA = "shapes:3,shapes_vqa:1,easy_vqa_reasoned:2,easy_vqa_shapes:1"
+
+
+def generation_metrics(
+    mixture: list[tuple[str, float]], paths: DataPaths, count: int, tokenizer: Tokenizer, blind: bool
+) -> Callable:
+    """Validation by generating, as users will: CIDEr-D and object accuracy of captions, accuracy of answers."""
+    caption_samples, question_samples = [], []
+    for name, _ in mixture:
+        part = limit(build_dataset(name, "val", paths), count)
+        samples = [part[i] for i in range(len(part))]
+        (caption_samples if samples and samples[0].question is None else question_samples).extend(samples)
+
+    def on_validate(model, step: int) -> dict[str, float]:
+        device = next(model.parameters()).device
+        predictor = Predictor(model, tokenizer, device, autocast_dtype(device, "auto"), blind=blind)
+        try:
+            return quick_metrics(predictor, caption_samples, question_samples)
+        finally:
+            model.train()
+
+    return on_validate
+
+
+def load_training_data(
+    model_config: VLMConfig,
+    mixture: list[tuple[str, float]],
+    paths: DataPaths,
+    val_samples: int,
+    resume_dir: Path | None,
+) -> TrainingData:
+    train_parts = [build_dataset(name, "train", paths) for name, _ in mixture]
+    val_parts = [limit(build_dataset(name, "val", paths), val_samples) for name, _ in mixture]
+    if resume_dir is not None:
+        tokenizer = Tokenizer.load(resume_dir / "checkpoints" / "last")  # the ids the weights were trained with
+    else:
+        tokenizer = Tokenizer.build(text for part in train_parts for text in texts_of(part))
+    size = model_config.vision.image_size
+    return TrainingData(
+        train_parts=train_parts,
+        val=ConcatDataset(val_parts),
+        tokenizer=tokenizer,
+        train_transform=build_transform(size, train=True),
+        eval_transform=build_transform(size, train=False),
+    )
