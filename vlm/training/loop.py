@@ -39,21 +39,20 @@ from vlm.training.optim import MuonAdamW, muon_matrices
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/main"
-    # The default preset: vlm-train took 13 min 3 s for 900 steps on a 2-core AVX-512 CPU in bfloat16, 15 min 34 s
-    # and 16 min 7 s on a 2-core AVX2 CPU in float32 (README, "Results of the main job"); 750 steps named every
-    # object right on 88.6% of the test images against 93-95% (docs/recipe_sweep.md).
+    # The main job's length: what a 2-core CPU trains in about a quarter of an hour (times per machine in
+    # docs/benchmarks.md; fewer steps cost accuracy, docs/results.md).
     max_steps: int = 900
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1
-    # 5e-4 rather than 1e-3: at 1000 steps it names objects right on 42% of images against 25%; 2e-3 and above
-    # stall or diverge (docs/recipe_sweep.md).
+    # 5e-4 rather than 1e-3: it names far more objects right in the same steps; 2e-3 and above
+    # stall or diverge (docs/results.md).
     lr_decoder: float = 5e-4
     lr_projector: float = 5e-4
     lr_encoder: float = 5e-4
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
-    # "muon": Muon for the linear layers' weight matrices, AdamW for the rest (vlm/training/optim.py); at 1000 steps it named
-    # every object right on 74% of validation images against AdamW's 36% (docs/recipe_sweep.md). "adamw": AdamW alone.
+    # "muon": Muon for the linear layers' weight matrices, AdamW for the rest (vlm/training/optim.py); it names far
+    # more objects right than AdamW in the same steps (docs/results.md). "adamw": AdamW alone.
     optimizer: str = "muon"
     muon_lr_ratio: float = 4.0  # Muon's learning rate as a multiple of its part's
     # Muon for convolution filters too (the encoder's stem) rather than AdamW; see the default preset's comment.
@@ -148,8 +147,8 @@ def optimizer_for_parts(
     """Groups per part and kind. With `config.optimizer == "muon"` a part's linear-layer matrices take Muon steps at
     `muon_lr_ratio` times its learning rate; everything else takes AdamW steps, matrices, embeddings and convolutions
     with weight decay, biases and norms without.
-    fused: AdamW in one kernel for every parameter (CPU and GPU); on a CPU it takes a third of the time of the
-    default per-parameter loop (8 vs 24 ms a step for the default preset under AdamW alone)."""
+    fused: AdamW in one kernel for every parameter (CPU and GPU), far cheaper on a CPU than the default
+    per-parameter loop."""
     groups = []
     for module, lr in parts:
         params = [p for p in module.parameters() if p.requires_grad]
