@@ -25,7 +25,8 @@ class DataPaths:
 
 
 # easy_vqa_shapes: easy-VQA's questions whose answer is a shape, to give them a larger share of a mixture
-# (docs/recipe_sweep.md: with a quarter of each batch made of them, 84.6% of shape questions right against 41.2%).
+# (with a quarter of each batch made of them, far more of the shape questions came out right: docs/results.md,
+# "The recipe", and docs/recipe_sweep.md).
 # easy_vqa_balanced: easy-VQA with every yes/no question also asked so that the answer flips (see
 # `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
 # easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";

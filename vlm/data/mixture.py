@@ -129,7 +129,7 @@ class TokenizedDataset(Dataset):
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 # The CPU generator alone, which fork_rng restores: torch.manual_seed would also seed every
-                # accelerator's generator (left changed afterwards) and cost ~1 ms a sample in lazy-init bookkeeping.
+                # accelerator's generator (left changed afterwards) and add lazy-init bookkeeping to every sample.
                 torch.random.default_generator.manual_seed(seed)
             samples = [item[i] for i in torch.randperm(len(item))] if isinstance(item, list) else [item]
             image = self.transform(load_image(samples[0].image))

@@ -227,8 +227,8 @@ def annotated_scene(seed: int, split: str, index: int) -> AnnotatedScene:
 
 @cache
 def rendered_image(seed: int, split: str, index: int, image_size: int) -> Image.Image:
-    """Rendering costs ~1 ms; each process keeps what it rendered (~12 KB an image), once for every data set over
-    the same images: the captions and the questions of a split share theirs."""
+    """Rendering is not free, so each process keeps what it rendered (~12 KB a 64x64 image), once for every data
+    set over the same images: the captions and the questions of a split share theirs."""
     return render(annotated_scene(seed, split, index).scene, image_size)
 
 

@@ -24,8 +24,8 @@ class ImageTransform:
 
     The same images, and the same random draws, as torchvision's Compose of ToImage, Resize, Pad(mode="edge"),
     RandomCrop, [RandomHorizontalFlip,] ToDtype and Normalize (tests/test_transforms.py checks it), written as a few
-    array operations: that chain took ~0.5 ms a 64x64 image on the 2-core CPU, this ~0.2 ms, and the data loader's
-    worker shares those cores with the training step.
+    array operations, which take a fraction of that chain's time: the data loader's worker shares the CPU's few
+    cores with the training step.
     """
 
     def __init__(

@@ -115,7 +115,7 @@ def matmul_gflops(
 ) -> tuple[float, int]:
     """GFLOP/s of (rows, inner) @ (inner, cols) in `dtype`, its best call over about `seconds` (a ceiling is what the
     machine can do, so a call slowed by another process should not lower it). Returns it with the rows used: where
-    one call would take longer than `max_call_s` (bf16 on a CPU without bf16 instructions runs ~100x slower than
+    one call would take longer than `max_call_s` (bf16 on a CPU without bf16 instructions runs far slower than
     float32) the rows are cut so that it does not, which leaves the rate per row as it was."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
@@ -309,8 +309,8 @@ def prepare_training_step(
     persistent += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
     _, peak_bytes = count_step(step, persistent)
     # Utilization is the model's work per second: its forward and backward passes, not the optimizer's update
-    # (Muon's orthogonalization is matrix products too: about 15 GFLOP a step for the default preset, against the
-    # model's 59).
+    # (Muon's orthogonalization is matrix products too, left out here; its count from the shapes is in
+    # docs/performance.md, "Muon: Newton-Schulz on the Gram matrix, batched by shape").
     flops, _ = count_step(lambda: loss_and_gradients(model, batch, autocast_dtype), [])
     model.zero_grad(set_to_none=True)
     return TrainingStep(step, flops, peak_bytes, sum(p.numel() for p in model.parameters()))

@@ -151,11 +151,11 @@ PRESETS: dict[str, VLMConfig] = {
         projector=ProjectorConfig(reduction=2),
         decoder=DecoderConfig(max_positions=48, width=32, depth=2, heads=2),
     ),
-    # Trains on a 2-core CPU in minutes: 64x64 images, 64 patches, 16 image tokens.
-    # The convolutional stem: on the GPU sweep (docs/recipe_sweep.md) it named every object correctly on 42% of the
-    # validation images after the main job's 1000 steps against 28% for the patch projection, at the same CPU speed.
-    # Twice its default channels (32, 64, 128), with Muon stepping its filters: 66.6% of the test images against
-    # 57.4% after the main job's 800 steps, for ~5% more compute (docs/recipe_sweep.md, "A wider stem").
+    # Sized to train on a 2-core CPU: 64x64 images, 64 patches, 16 image tokens.
+    # The convolutional stem: on the GPU sweep it named every object correctly on more of the validation images than
+    # the patch projection, at the same CPU speed. Twice its default channels (32, 64, 128), with Muon stepping its
+    # filters: more of the test images again, for a little more compute. Figures: docs/results.md ("The recipe") and
+    # docs/recipe_sweep.md ("Results"; "A wider stem, stepped by Muon").
     "default": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, stem="conv", stem_channel_mult=2),
         projector=ProjectorConfig(reduction=2),

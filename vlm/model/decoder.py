@@ -144,7 +144,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Exact GELU, not GPT-2's tanh approximation: on CPUs PyTorch's erf kernel runs forward and backward faster
-        # than the tanh one (docs/benchmarks.md; the approximation dates from when erf was the slow one).
+        # than the tanh one (the approximation dates from when erf was the slow one).
         return self.dropout(self.down(F.gelu(self.up(x))))
 
 
@@ -400,7 +400,7 @@ class _DecoderFastPaths:
         asked for) and in decoding steps (`step`). At batch 1 a decoding step is many small operators whose dispatch
         costs far more than their arithmetic; compiled, they fuse into a few kernels (docs/performance.md). Compiled
         for dynamic sizes, so a growing sequence does not recompile at every step; batch 1, prefill and the uncached
-        path still get their own compilations, each a long wait on a CPU (docs/benchmarks.md)."""
+        path still get their own compilations, each a long wait on a CPU."""
         self._features = torch.compile(self._features_eager, dynamic=True)
         self._blocks_step = torch.compile(self._blocks_step_eager, dynamic=True)
 

@@ -3,8 +3,8 @@
 Returns one embedding per patch, (B, N, Dv); class/register tokens, if the architecture has them, are dropped.
 Weights start random (`pretrained=False` semantics); a local weights file can be loaded, never a download.
 Optionally the ViT's one-layer patch projection is replaced by a small convolutional stem, which makes a ViT
-trained from scratch on little data learn shapes several times faster for a few percent more compute
-(Xiao et al. 2021, "Early convolutions help transformers see better").
+trained from scratch on little data learn shapes much faster for little more compute
+(Xiao et al. 2021, "Early convolutions help transformers see better"; ours: docs/results.md, "The recipe").
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def conv_stem(patch_size: int, width: int, channel_mult: int = 1) -> nn.Sequenti
         # BatchNorm would tie an image's features to its batch; the ViT's LayerNorms follow.
         layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GELU()]
     layers.append(nn.Conv2d(channels[-1], width, 1))
-    # Without norms, PyTorch's default conv init shrinks the signal at every layer: the stem's output came out ~10x
+    # Without norms, PyTorch's default conv init shrinks the signal at every layer: the stem's output came out far
     # weaker than the ViT's position embeddings, so every image looked alike to the decoder and training sat at the
-    # language prior for thousands of steps. He init keeps each layer's output at the scale of its input.
+    # language prior for a long time. He init keeps each layer's output at the scale of its input.
     for layer in layers:
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu" if layer.kernel_size[0] == 3 else "linear")

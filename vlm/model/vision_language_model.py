@@ -32,9 +32,10 @@ def cpu_math_attention(method: F_) -> F_:
     are being recorded.
 
     PyTorch's fused CPU attention kernel (flash) is built for long sequences; at our 16-100 positions its backward
-    pass alone took ~40% of a training step, while matmul + softmax ran the whole step ~1.8x faster. Its forward
-    pass alone is the faster one (1.3-1.8x at our shapes, ~3x for a decoding step's single query), so inference
-    keeps it, as GPUs keep their fused kernels.
+    pass is the slow part of a training step, and matmul + softmax runs the whole step faster. Its forward pass
+    alone is the faster one, most of all for a decoding step's single query, so inference keeps it, as GPUs keep
+    their fused kernels (docs/performance.md, "Attention: the fused kernel at inference, the math backend in
+    training").
     """
 
     @functools.wraps(method)

@@ -3,13 +3,13 @@
 Muon (Keller Jordan, 2024) keeps a momentum of each matrix's gradient, as SGD does, and steps along the nearest
 semi-orthogonal matrix to that momentum instead of the momentum itself: every direction of the matrix moves by the
 same amount, so the rare directions that a few samples teach are not drowned by the common ones. On the main job it
-reaches in 500 steps the validation loss AdamW reaches in about 850 (docs/recipe_sweep.md).
+reaches AdamW's validation loss in far fewer steps (docs/results.md, "The recipe"; docs/recipe_sweep.md, "Muon").
 
 The orthogonalization is five Newton-Schulz iterations, a few matrix products per matrix. `torch.optim.Muon` runs
-them in bfloat16, which a CPU without bf16 instructions emulates: on one core of the 2-core AVX2 CPU, 263 ms for a
-1024x256 matrix against 24 ms in float32. Here they run in training's autocast dtype: bfloat16 only where the
-hardware runs it fast. In float32, matrices much wider than tall iterate on their Gram matrix: for the default
-preset, 7.3 billion multiply-adds a step instead of 11.4.
+them in bfloat16, which a CPU without bf16 instructions emulates, many times slower than float32. Here they run in
+training's autocast dtype: bfloat16 only where the hardware runs it fast. In float32, matrices much wider than tall
+iterate on their Gram matrix: for the default preset, 7.3 billion multiply-adds a step instead of 11.4 (counted from
+the shapes; docs/performance.md, "Muon: Newton-Schulz on the Gram matrix, batched by shape").
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def orthogonalize(matrix: torch.Tensor, steps: int, dtype: torch.dtype) -> torch
 def orthogonalize_all(matrices: list[torch.Tensor], steps: int, dtype: torch.dtype) -> list[torch.Tensor]:
     """`orthogonalize` for each matrix, those of one shape up to transposition iterated together as one batch: the
     default preset's 38 matrices make 12 batches, and at these sizes a batched product costs little more than one
-    of its matrices' products (the main job's `vlm-train` took 13 min 3 s against 14 min 32 s matrix by matrix, in
-    bfloat16 on the 2-core AVX-512 CPU)."""
+    of its matrices' products (the main job's `vlm-train` ran faster batched than matrix by matrix:
+    docs/performance.md, "Muon: Newton-Schulz on the Gram matrix, batched by shape")."""
     # Tall ones transposed: the iteration runs on the short side either way.
     tall = [matrix.size(0) > matrix.size(1) for matrix in matrices]
     wide = [matrix.T if is_tall else matrix for matrix, is_tall in zip(matrices, tall)]

@@ -124,7 +124,7 @@ def caption_metrics(
     unavailable: dict[str, str] = {}
     has_toolkit, has_java = toolkit_installed(), java_available()
     if has_toolkit and has_java:
-        # One tokenizer run for references and predictions together: each Java start costs about a second. Lines
+        # One tokenizer run for references and predictions together: each Java start is slow. Lines
         # are tokenized independently, so this equals the toolkit's two separate runs.
         tokenized = ptb_tokenize(
             {**{("ref", i): references[i] for i in ids}, **{("pred", i): [predictions[i]] for i in ids}}
