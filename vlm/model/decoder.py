@@ -253,11 +253,50 @@ class Decoder(nn.Module):
         positions = torch.arange(token_ids.shape[1], device=token_ids.device).unsqueeze(0)
         return self.forward_head(self.forward_features(self.embed_tokens(token_ids), positions))
 
+    # The fast paths, written out in the section below: each computes what `forward_features` does, for less work.
+
+    def step(
+        self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A decoding step: (B,) new token ids after the `cache`d positions -> (B, D) final hidden states."""
+        self._check_positions(position_ids)
+        hidden = decoding_step(self, token_ids, position_ids, cache, attn_mask)
+        cache.advance(1)
+        return hidden
+
+    def forward_rows(
+        self,
+        embeddings: torch.Tensor,
+        position_ids: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        valid: torch.Tensor,
+        outputs: torch.Tensor,
+    ) -> torch.Tensor:
+        """Training's pass: `forward_features(...)[outputs]` over real tokens only (see `real_token_pass`)."""
+        self._check_positions(position_ids)
+        return real_token_pass(self, embeddings, position_ids, attn_mask, valid, outputs)
+
+    def _blocks_step_eager(self, x: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        for layer, block in enumerate(self.blocks):
+            x = block_step(block, x, cache, layer, attn_mask)
+        return x
+
+    _blocks_step = _blocks_step_eager
+
+    def compile_features(self) -> None:
+        """Run the blocks through `torch.compile` from now on, in `forward_features` (not when attention weights are
+        asked for) and in decoding steps (`step`). At batch 1 a decoding step is many small operators whose dispatch
+        costs far more than their arithmetic; compiled, they fuse into a few kernels (docs/performance.md). Compiled
+        for dynamic sizes, so a growing sequence does not recompile at every step; batch 1, prefill and the uncached
+        path still get their own compilations, each a long wait on a CPU."""
+        self._features = torch.compile(self._features_eager, dynamic=True)
+        self._blocks_step = torch.compile(self._blocks_step_eager, dynamic=True)
+
 
 # ---- Fast paths: each is tested equal to the reference above (tests/test_model.py, tests/test_generate.py) ----
-# The one-token decoding step (`step`, and its compiled form, `compile_features`) and training's pass over real
-# tokens (`forward_rows`, on `TokenRows`). They are methods of the classes above, written here so that the reference
-# path reads whole first, and attached to those classes at the end of this section. Tests that hold each to the
+# The one-token decoding step (`Decoder.step` -> `decoding_step`, compiled by `Decoder.compile_features`) and
+# training's pass over real tokens (`Decoder.forward_rows` -> `real_token_pass`, on `TokenRows`), each as plain
+# functions of the modules above, so that the reference path reads whole first. Tests that hold each to the
 # reference: `forward_rows` by test_training_pass_over_real_tokens_gives_the_padded_pass_loss_and_gradients and
 # test_row_counts_round_up_by_at_most_a_sixteenth_to_few_shapes (tests/test_model.py); `step` by
 # test_cache_logits_equal_recomputed_logits_over_20_steps (tests/test_model.py) and
@@ -310,107 +349,81 @@ class TokenRows:
         return grid.flatten(0, 1).index_select(0, index)
 
 
-class _SelfAttentionFastPaths:
-    """`SelfAttention`'s fast paths (attached to it below)."""
-
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """One new position per row after `cache`'s: (B, D) -> (B, D). attn_mask (B, 1, 1, Tk) or None (every
-        cached slot is visible)."""
-        batch, width = x.shape
-        q, k, v = self.qkv(x).view(batch, 3, self.heads, 1, width // self.heads).unbind(1)  # (B, H, 1, hd) each
-        k, v = cache.update(layer, k, v)
-        return self.out(self._attend(q, k, v, attn_mask).view(batch, width))  # (B, H, 1, hd) -> (B, D)
-
-    def forward_rows(
-        self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(N', D) real-token rows -> (N', D), or (M', D) for the rows `outputs` alone: the projections run on real
-        tokens only (see `TokenRows`), attention on the padded grid."""
-        qkv = rows.to_grid(self.qkv(x))  # (B, S, 3D), zeros at padding, which no real query attends to
-        batch, steps, _ = qkv.shape
-        q, k, v = qkv.view(batch, steps, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, S, hd)
-        y = self._attend(q, k, v, attn_mask).transpose(1, 2).reshape(batch, steps, -1)  # (B, S, D)
-        return self.out(rows.to_rows(y, outputs))
+def attention_step(
+    attention: SelfAttention, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """One new position per row after `cache`'s: (B, D) -> (B, D). attn_mask (B, 1, 1, Tk) or None (every cached
+    slot is visible)."""
+    batch, width = x.shape
+    q, k, v = attention.qkv(x).view(batch, 3, attention.heads, 1, width // attention.heads).unbind(1)  # (B, H, 1, hd)
+    k, v = cache.update(layer, k, v)
+    return attention.out(attention._attend(q, k, v, attn_mask).view(batch, width))  # (B, H, 1, hd) -> (B, D)
 
 
-class _BlockFastPaths:
-    """`Block`'s fast paths (attached to it below)."""
-
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """One new position per row, (B, D) -> (B, D) (see `Decoder.step`)."""
-        x = x + self.attention.step(self.norm_attention(x), cache, layer, attn_mask)
-        return x + self.mlp(self.norm_mlp(x))
-
-    def forward_rows(
-        self, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(N', D) real-token rows -> (N', D), or (M', D): only the rows `outputs` go on through the MLP."""
-        attended = self.attention.forward_rows(self.norm_attention(x), rows, attn_mask, outputs)
-        x = (x if outputs is None else x[outputs]) + attended
-        return x + self.mlp(self.norm_mlp(x))
+def block_step(
+    block: Block, x: torch.Tensor, cache: KVCache, layer: int, attn_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """One new position per row, (B, D) -> (B, D)."""
+    x = x + attention_step(block.attention, block.norm_attention(x), cache, layer, attn_mask)
+    return x + block.mlp(block.norm_mlp(x))
 
 
-class _DecoderFastPaths:
-    """`Decoder`'s fast paths (attached to it below)."""
-
-    def step(
-        self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """A decoding step: one new token per row after the `cache`d positions, (B,) ids and positions -> (B, D)
-        final hidden states. What `forward_features` computes for a one-position sequence, on (B, D) rather than
-        (B, 1, D) tensors and with fewer operators: at batch 1 a step's cost is mostly the dispatch of its many
-        small operators, not their arithmetic (docs/performance.md). attn_mask: (B, 1, 1, cached + 1) or None (see
-        `SelfAttention.step`)."""
-        self._check_positions(position_ids)
-        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(position_ids))  # (B, D)
-        x = self._blocks_step(x, cache, attn_mask)
-        cache.advance(1)
-        return self.final_norm(x)
-
-    def _blocks_step_eager(self, x: torch.Tensor, cache: KVCache, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        for layer, block in enumerate(self.blocks):
-            x = block.step(x, cache, layer, attn_mask)
-        return x
-
-    _blocks_step = _blocks_step_eager
-
-    def forward_rows(
-        self,
-        embeddings: torch.Tensor,
-        position_ids: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        valid: torch.Tensor,
-        outputs: torch.Tensor,
-    ) -> torch.Tensor:
-        """Training's pass: the final hidden states of the M `outputs` slots, in row-major order, as
-        `forward_features(...)[outputs]` would give them, for less work: padding (`valid` False, (B, S)) skips every
-        per-token layer, and the last block's output projection and MLP run for the `outputs` slots only (the
-        positions that predict a target). Padding must be invisible to real tokens under `attn_mask`. Returns (M', D):
-        M rounded up by `rounded_row_count`, the rows past the first M to be ignored."""
-        self._check_positions(position_ids)
-        rows = TokenRows(valid)
-        x = rows.to_rows(self.dropout(embeddings + self.position_embedding(position_ids)))  # (N', D)
-        last = len(self.blocks) - 1
-        for layer, block in enumerate(self.blocks):
-            x = block.forward_rows(x, rows, attn_mask, rows.rows_of(outputs) if layer == last else None)
-        return self.final_norm(x)  # (M', D)
-
-    def compile_features(self) -> None:
-        """Run the blocks through `torch.compile` from now on, in `forward_features` (not when attention weights are
-        asked for) and in decoding steps (`step`). At batch 1 a decoding step is many small operators whose dispatch
-        costs far more than their arithmetic; compiled, they fuse into a few kernels (docs/performance.md). Compiled
-        for dynamic sizes, so a growing sequence does not recompile at every step; batch 1, prefill and the uncached
-        path still get their own compilations, each a long wait on a CPU."""
-        self._features = torch.compile(self._features_eager, dynamic=True)
-        self._blocks_step = torch.compile(self._blocks_step_eager, dynamic=True)
+def decoding_step(
+    decoder: Decoder,
+    token_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: KVCache,
+    attn_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """`Decoder.step`: what `forward_features` computes for a one-position sequence, on (B, D) rather than (B, 1, D)
+    tensors and with fewer operators: at batch 1 a step's cost is mostly the dispatch of its many small operators,
+    not their arithmetic (docs/performance.md). (B,) ids and positions -> (B, D); attn_mask: (B, 1, 1, cached + 1)
+    or None."""
+    x = decoder.dropout(decoder.token_embedding(token_ids) + decoder.position_embedding(position_ids))  # (B, D)
+    return decoder.final_norm(decoder._blocks_step(x, cache, attn_mask))
 
 
-for _cls, _fast_paths in (
-    (SelfAttention, _SelfAttentionFastPaths),
-    (Block, _BlockFastPaths),
-    (Decoder, _DecoderFastPaths),
-):
-    for _name, _member in vars(_fast_paths).items():
-        if not _name.startswith("__"):  # the methods and `_blocks_step`, not the class's own attributes
-            setattr(_cls, _name, _member)
-del _cls, _fast_paths, _name, _member
+def attention_rows(
+    attention: SelfAttention,
+    x: torch.Tensor,
+    rows: TokenRows,
+    attn_mask: torch.Tensor | None,
+    outputs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N', D) real-token rows -> (N', D), or (M', D) for the rows `outputs` alone: the projections run on real
+    tokens only, attention on the padded grid."""
+    qkv = rows.to_grid(attention.qkv(x))  # (B, S, 3D), zeros at padding, which no real query attends to
+    batch, steps, _ = qkv.shape
+    q, k, v = qkv.view(batch, steps, 3, attention.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, S, hd)
+    y = attention._attend(q, k, v, attn_mask).transpose(1, 2).reshape(batch, steps, -1)  # (B, S, D)
+    return attention.out(rows.to_rows(y, outputs))
+
+
+def block_rows(
+    block: Block, x: torch.Tensor, rows: TokenRows, attn_mask: torch.Tensor | None, outputs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N', D) real-token rows -> (N', D), or (M', D): only the rows `outputs` go on through the MLP."""
+    attended = attention_rows(block.attention, block.norm_attention(x), rows, attn_mask, outputs)
+    x = (x if outputs is None else x[outputs]) + attended
+    return x + block.mlp(block.norm_mlp(x))
+
+
+def real_token_pass(
+    decoder: Decoder,
+    embeddings: torch.Tensor,
+    position_ids: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    valid: torch.Tensor,
+    outputs: torch.Tensor,
+) -> torch.Tensor:
+    """`Decoder.forward_rows`: the final hidden states of the M `outputs` slots, in row-major order, as
+    `forward_features(...)[outputs]` would give them, for less work: padding (`valid` False, (B, S)) skips every
+    per-token layer, and the last block's output projection and MLP run for the `outputs` slots only (the positions
+    that predict a target). Padding must be invisible to real tokens under `attn_mask`. Returns (M', D): M rounded
+    up by `rounded_row_count`, the rows past the first M to be ignored."""
+    rows = TokenRows(valid)
+    x = rows.to_rows(decoder.dropout(embeddings + decoder.position_embedding(position_ids)))  # (N', D)
+    last = len(decoder.blocks) - 1
+    for layer, block in enumerate(decoder.blocks):
+        x = block_rows(block, x, rows, attn_mask, rows.rows_of(outputs) if layer == last else None)
+    return decoder.final_norm(x)  # (M', D)
