@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlm.data.catalog import build_dataset
 from vlm.data.coco import CocoCaptions
 from vlm.data.images import load_image
 from vlm.data.shapes import (
@@ -26,6 +27,8 @@ from vlm.data.shapes import (
     canonical_caption,
     captions,
     render,
+    robust_rendering,
+    scene_seed,
 )
 from vlm.evaluation.metrics.shapes_accuracy import names_every_object
 from vlm.model.config import get_preset
@@ -319,3 +322,95 @@ def test_prepare_rejects_bad_arguments_by_name(prepare, tmp_path, capsys, args, 
     with pytest.raises(SystemExit):
         prepare.main(["--out", str(tmp_path), *args])
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reasoned answers and the robustness split
+
+
+def _names_in_order(description: str) -> list[str]:
+    """The colour-shape names of a scene description, in the order it gives them (plurals made singular)."""
+    words = re.findall(r"[a-z]+", description)
+    colours = [i for i, w in enumerate(words) if w in COLOURS]
+    return [f"{words[i]} {PLURALS.get(words[i + 1], words[i + 1])}" for i in colours]
+
+
+def test_reasoned_answers_describe_the_scene_then_give_the_plain_answer():
+    plain = ShapesDataset("val", 40, task="vqa")
+    reasoned = ShapesDataset("val", 40, task="vqa", reasoned=True)
+    vertical = 0
+    for i in range(len(plain)):
+        question, answer, target = plain[i].question, plain[i].target, reasoned[i].target
+        assert reasoned[i].question == question and reasoned[i].references == [answer]
+        description, separator, final = target.rpartition(", so ")
+        assert separator and final == answer
+        scene = reasoned.scenes[reasoned.index[i][0]].scene
+        if " above " in question or " below " in question:
+            vertical += 1
+            assert description.startswith("top to bottom: ")
+            tops = [min(o.y for o in scene.objects if o.name == name) for name in _names_in_order(description)]
+            assert tops == sorted(tops), (description, scene)
+        else:
+            assert description == canonical_caption(scene)
+    assert vertical > 0
+
+
+def test_the_description_holds_the_answer_to_every_relation_yes_no_question():
+    """What the reasoned answers are for: "is the A left of the B?" is answered by the order of A and B in the
+    description the model writes first (left to right, or top to bottom for above and below)."""
+    dataset = ShapesDataset("val", task="vqa", reasoned=True)
+    checked = 0
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        m = re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", sample.question)
+        if not m:
+            continue
+        order = _names_in_order(sample.target.rpartition(", so ")[0])
+        first_is_a = order.index(m[1]) < order.index(m[3])
+        says_yes = first_is_a if m[2] in ("left of", "above") else not first_is_a
+        assert ("yes" if says_yes else "no") == sample.references[0], (sample.question, sample.target)
+        checked += 1
+    assert checked > 100
+
+
+def test_reasoned_targets_are_in_the_vocabulary_texts_and_fit_the_default_context():
+    dataset = ShapesDataset("val", 60, task="vqa", reasoned=True)
+    texts = set(dataset.texts())
+    tokenizer = Tokenizer.build(texts)
+    room = get_preset("default").max_text_len
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        assert sample.target in texts
+        length = len(tokenizer.question_prompt(sample.question)) + len(tokenizer.encode(sample.target)) + 1
+        assert length <= room, (sample.question, sample.target, length)
+
+
+def test_the_robust_split_draws_the_test_scenes_with_other_renderings():
+    plain, robust = ShapesDataset("test", 40), ShapesDataset("test", 40, robust=True)
+    kinds = set()
+    for i in range(len(plain)):
+        a, b = plain[i], robust[i]
+        assert (a.target, a.references, a.meta) == (b.target, b.references, b.meta)  # same scene, same texts
+        pixels = np.asarray(b.image).astype(int)
+        assert not np.array_equal(np.asarray(a.image), pixels)
+        assert pixels[:4, :4].mean() < 220  # darker than any training background (220-255)
+        for o in b.meta["scene"]["objects"]:
+            centre = pixels[int(o["y"] * 64), int(o["x"] * 64)]
+            # JPEG's halved colour resolution bleeds the background into a small cross's thin arms
+            assert np.abs(centre - COLOURS[o["colour"]]).max() < 60, (b.image_id, o, centre)
+        scene = annotated_scene(0, "test", i).scene
+        rendering = robust_rendering(scene, random.Random(f"robust-{scene_seed(0, 'test', i)}"))
+        assert all(0.85 <= s <= 1.15 for s in rendering.size_scale)
+        assert all(abs(d) <= 15 for shift in rendering.colour_shift for d in shift)
+        assert rendering.jpeg_quality == 75 and max(rendering.background) < 220
+        kinds.add(rendering.supersample)
+    assert kinds == {1, 2, 3}  # no anti-aliasing, 2x bilinear, 3x box: never training's 4x Lanczos
+    again = ShapesDataset("test", 3, robust=True)
+    assert np.array_equal(np.asarray(again[2].image), np.asarray(robust[2].image))
+
+
+@pytest.mark.parametrize("name", ["shapes_robust", "shapes_vqa_robust"])
+def test_the_robust_split_is_for_evaluation_only(name):
+    with pytest.raises(ValueError, match=f"{name} is a held-out test split"):
+        build_dataset(name, "train")
+    assert len(build_dataset(name, "test")) == len(build_dataset(name.replace("_robust", ""), "test"))

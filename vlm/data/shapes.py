@@ -8,6 +8,7 @@ blue squares". Vocabulary and layout rules: data/shapes/README.md.
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -15,7 +16,7 @@ from functools import cache
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from vlm.data.sample import Sample
+from vlm.data.sample import REASON_SEPARATOR, Sample
 
 COLOURS = {
     "red": (215, 40, 40),
@@ -86,14 +87,47 @@ def make_scene(rng: random.Random) -> Scene:
     return Scene(tuple(objects), background)
 
 
-def render(scene: Scene, image_size: int = 64) -> Image.Image:
-    canvas = image_size * SUPERSAMPLE
-    image = Image.new("RGB", (canvas, canvas), scene.background)
+@dataclass(frozen=True)
+class Rendering:
+    """How a scene is drawn. The default is the training renderer's; `robust_rendering` draws the variations that
+    training never sees (data/shapes/README.md, "The robustness split")."""
+
+    size_scale: tuple[float, ...] = ()  # per object: its side times this (empty: 1 for every object)
+    colour_shift: tuple[tuple[int, int, int], ...] = ()  # per object: added to its palette colour (empty: none)
+    background: tuple[int, int, int] | None = None  # None: the scene's own tint
+    supersample: int = SUPERSAMPLE  # drawn at this multiple of the size, then downsampled
+    resample: Image.Resampling = Image.Resampling.LANCZOS
+    jpeg_quality: int | None = None  # None: no JPEG round trip
+
+
+def robust_rendering(scene: Scene, rng: random.Random) -> Rendering:
+    """Small variations the training renderer never makes: each object's size up to +-15%, each colour channel up to
+    15 levels off the palette, a background tint darker than training's 220-255, another anti-aliasing (none, 2x
+    bilinear or 3x box), and JPEG compression at quality 75."""
+    count = len(scene.objects)
+    tint = rng.randint(190, 214)
+    supersample, resample = rng.choice(
+        [(1, Image.Resampling.NEAREST), (2, Image.Resampling.BILINEAR), (3, Image.Resampling.BOX)]
+    )
+    return Rendering(
+        size_scale=tuple(rng.uniform(0.85, 1.15) for _ in range(count)),
+        colour_shift=tuple(tuple(rng.randint(-15, 15) for _ in range(3)) for _ in range(count)),
+        background=tuple(tint + rng.randint(-5, 5) for _ in range(3)),
+        supersample=supersample,
+        resample=resample,
+        jpeg_quality=75,
+    )
+
+
+def render(scene: Scene, image_size: int = 64, rendering: Rendering = Rendering()) -> Image.Image:
+    canvas = image_size * rendering.supersample
+    image = Image.new("RGB", (canvas, canvas), rendering.background or scene.background)
     draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
-        side = SIZES[obj.size] * canvas
+    for i, obj in enumerate(scene.objects):
+        side = SIZES[obj.size] * canvas * (rendering.size_scale[i] if rendering.size_scale else 1.0)
         cx, cy, h = obj.x * canvas, obj.y * canvas, side / 2
-        fill = COLOURS[obj.colour]
+        shift = rendering.colour_shift[i] if rendering.colour_shift else (0, 0, 0)
+        fill = tuple(min(255, max(0, c + d)) for c, d in zip(COLOURS[obj.colour], shift))
         if obj.shape == "circle":
             draw.ellipse([cx - h, cy - h, cx + h, cy + h], fill=fill)
         elif obj.shape == "square":
@@ -104,7 +138,13 @@ def render(scene: Scene, image_size: int = 64) -> Image.Image:
             arm = h * 0.36
             draw.rectangle([cx - h, cy - arm, cx + h, cy + arm], fill=fill)
             draw.rectangle([cx - arm, cy - h, cx + arm, cy + h], fill=fill)
-    return image.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    if rendering.supersample > 1:
+        image = image.resize((image_size, image_size), rendering.resample)
+    if rendering.jpeg_quality is not None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=rendering.jpeg_quality)
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return image
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,6 +176,27 @@ def join_phrases(phrases: list[str]) -> str:
 
 def canonical_caption(scene: Scene) -> str:
     return join_phrases([phrase(*group) for group in groups_left_to_right(scene)])
+
+
+def groups_top_to_bottom(scene: Scene) -> list[tuple[int, str, str, str]]:
+    """(count, size, colour, shape) per group of identical objects, ordered by the group's topmost object."""
+    groups: dict[tuple[str, str, str], list[ShapeObject]] = {}
+    for obj in scene.objects:
+        groups.setdefault((obj.size, obj.colour, obj.shape), []).append(obj)
+    ordered = sorted(groups.items(), key=lambda item: min(o.y for o in item[1]))
+    return [(len(members), size, colour, shape) for (size, colour, shape), members in ordered]
+
+
+def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
+    """The answer after a description of the scene that holds it, so that the model first says what it sees, as it
+    does when it captions, and then reads the answer off its own words: the canonical caption (groups left to right,
+    which also orders the objects for "left of" and "right of"), or for "above" and "below" the groups top to
+    bottom. "what color is the circle?" -> "a big red circle and a small blue square, so red"."""
+    if " above " in question or " below " in question:
+        description = "top to bottom: " + join_phrases([phrase(*g) for g in groups_top_to_bottom(scene)])
+    else:
+        description = canonical_caption(scene)
+    return f"{description}{REASON_SEPARATOR}{answer}"
 
 
 def relation(a: ShapeObject, b: ShapeObject) -> str:
@@ -226,10 +287,13 @@ def annotated_scene(seed: int, split: str, index: int) -> AnnotatedScene:
 
 
 @cache
-def rendered_image(seed: int, split: str, index: int, image_size: int) -> Image.Image:
+def rendered_image(seed: int, split: str, index: int, image_size: int, robust: bool = False) -> Image.Image:
     """Rendering is not free, so each process keeps what it rendered (~12 KB a 64x64 image), once for every data
-    set over the same images: the captions and the questions of a split share theirs."""
-    return render(annotated_scene(seed, split, index).scene, image_size)
+    set over the same images: the captions and the questions of a split share theirs. robust: the same scene drawn
+    with `robust_rendering`'s variations, drawn from a generator of their own (the scene's is left as it was)."""
+    scene = annotated_scene(seed, split, index).scene
+    rendering = robust_rendering(scene, random.Random(f"robust-{scene_seed(seed, split, index)}")) if robust else None
+    return render(scene, image_size, rendering or Rendering())
 
 
 class ShapesDataset(Dataset):
@@ -244,12 +308,18 @@ class ShapesDataset(Dataset):
         image_size: int = 64,
         task: str = "caption",
         all_references: bool = False,
+        reasoned: bool = False,
+        robust: bool = False,
     ):
         if split not in SPLIT_SIZES:
             raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
         if task not in ("caption", "vqa"):
             raise ValueError(f"task must be 'caption' or 'vqa', got {task!r}")
+        if reasoned and task != "vqa":
+            raise ValueError("reasoned answers are for task='vqa'")
         self.split, self.seed, self.image_size, self.task = split, seed, image_size, task
+        self.reasoned = reasoned
+        self.robust = robust  # drawn with the variations of `robust_rendering`: for held-out evaluation only
         self.num_images = SPLIT_SIZES[split] if num_images is None else num_images
         self.scenes = [annotated_scene(seed, split, i) for i in range(self.num_images)]
         # (image index, which caption or question) for every sample
@@ -264,7 +334,7 @@ class ShapesDataset(Dataset):
         return len(self.index)
 
     def image(self, image_index: int) -> Image.Image:
-        return rendered_image(self.seed, self.split, image_index, self.image_size)
+        return rendered_image(self.seed, self.split, image_index, self.image_size, self.robust)
 
     def __getitem__(self, position: int) -> Sample:
         image_index, item = self.index[position]
@@ -278,11 +348,15 @@ class ShapesDataset(Dataset):
         if self.task == "caption":
             return Sample(target=annotated.captions[item], references=list(annotated.captions), **common)
         question, answer = annotated.questions[item]
-        return Sample(target=answer, question=question, references=[answer], **common)
+        target = reasoned_answer(annotated.scene, question, answer) if self.reasoned else answer
+        return Sample(target=target, question=question, references=[answer], **common)
 
     def sample_image_ids(self) -> list[str]:
         return [f"{self.split}-{image_index}" for image_index, _ in self.index]
 
     def texts(self) -> list[str]:
         """Every caption, question and answer, without rendering (for building a vocabulary)."""
-        return [t for a in self.scenes for t in (*a.captions, *(x for qa in a.questions for x in qa))]
+        texts = [t for a in self.scenes for t in (*a.captions, *(x for qa in a.questions for x in qa))]
+        if self.reasoned:
+            texts += [reasoned_answer(a.scene, q, answer) for a in self.scenes for q, answer in a.questions]
+        return texts

@@ -20,7 +20,7 @@ from vlm.inference.generate import GenerationConfig, generate
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import VisionLanguageModel
 
-ANSWER_TOKENS = 16  # default answer length: easy-VQA's reasoned yes/no replies take up to 12 tokens and the end
+ANSWER_TOKENS = 32  # default answer length: a reasoned reply (a scene description, then the answer) fits
 MIN_ANSWER_TOKENS = 4  # a question may use the context up to this many tokens before its end
 
 # Scores candidate texts for best-of-n: (images (N, 3, H, W), prompts, generated ids) -> (N,) scores, higher better.
