@@ -167,3 +167,56 @@ def test_two_processes_with_torchrun_agree_on_the_weights(tmp_path):
     assert any(not torch.equal(first[name], rank0[name]) for name in rank0)  # it did train
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == 6  # only rank 0 logs: one record per step, not two
+
+
+class StepClock:
+    """A stand-in for the `time` module whose clock moves `tick` seconds at every reading: with no logging or
+    validation in between, a training step reads it twice, so each step takes exactly `tick` of training time."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_time_budget_plans_the_steps_that_fit_and_resumes_with_the_same_plan(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "time", StepClock(0.5))
+    settings = dict(time_budget_min=1.0, max_steps=1000, warmup_steps=5, log_every=1000, eval_every=60)
+    save = train_module.save_training_checkpoint
+
+    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
+        save(directory, model, tokenizer, optimizer, state, config)
+        if state.step == 60:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(get_preset("tiny"), quick_config(tmp_path, **settings), colour_data())
+    # At step 50 the run had spent 50 steps of 0.5 s (and the half second before the first): 35 s of its 60 s
+    # budget remained, 70 more steps of 0.5 s.
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 50, "planned_steps": 120, "seconds_per_step": 0.5} in records
+    checkpoint = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert checkpoint["state"]["planned_steps"] == 120
+    # Resumed on a machine ten times slower, the run keeps its plan (and the schedule that ends with it).
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save)
+    monkeypatch.setattr(train_module, "time", StepClock(5.0))
+    state = train(get_preset("tiny"), quick_config(tmp_path, **settings), colour_data(), resume=True)
+    assert state.planned_steps == state.step == 120
+    final = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert lr_factor(119, TrainConfig(**final["train_config"])) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_a_budget_larger_than_max_steps_needs_stops_at_max_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "time", StepClock(0.01))
+    settings = dict(time_budget_min=10.0, max_steps=60, warmup_steps=5, log_every=1000, eval_every=1000)
+    state = train(get_preset("tiny"), quick_config(tmp_path, **settings), colour_data())
+    assert state.step == state.planned_steps == 60
+
+
+def test_planned_step_count():
+    assert train_module.planned_step_count(100.0, 40.0, 50, 0.5, 10_000) == 170
+    assert train_module.planned_step_count(100.0, 40.0, 50, 0.5, 80) == 80  # the cap
+    assert train_module.planned_step_count(100.0, 120.0, 50, 0.5, 80) == 51  # over budget: one more step at least

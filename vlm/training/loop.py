@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,12 @@ from vlm.training.optim import MuonAdamW, muon_matrices
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/main"
-    # The main job's length: what a 2-core CPU trains in about a quarter of an hour (times per machine in
-    # docs/benchmarks.md; fewer steps cost accuracy, docs/results.md).
+    # The run's length in steps; with a time budget (below), the most it may plan.
     max_steps: int = 900
+    # Minutes of training steps (data loading included, validation not): after a few steps the run measures its
+    # pace and plans as many steps as fit (`planned_step_count`), so one recipe fills the same minutes on a slow and
+    # a fast machine. 0: exactly max_steps.
+    time_budget_min: float = 0.0
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1
     # 5e-4 rather than 1e-3: it names far more objects right in the same steps; 2e-3 and above
@@ -88,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"loss_mean must be 'token' or 'sample', got {self.loss_mean!r}")
         if self.packed_text_len < 0:
             raise ValueError(f"packed_text_len must be 0 (off) or a number of tokens, got {self.packed_text_len}")
+        if self.time_budget_min < 0:
+            raise ValueError(f"time_budget_min must be 0 (off) or a number of minutes, got {self.time_budget_min}")
         if self.packed_sources and not self.packed_text_len:
             raise ValueError("packed_sources needs packing on: set packed_text_len too")
 
@@ -117,6 +122,7 @@ class TrainState:
     position: int = 0  # draws of this epoch already consumed, per process
     best_val_loss: float = math.inf
     elapsed_s: float = 0.0
+    planned_steps: int = 0  # with a time budget, the step count it planned (0: not yet)
 
 
 class TrainingDiverged(RuntimeError):
@@ -133,6 +139,16 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# With a time budget the pace is measured over these steps: after the first ones, whose kernels are still being
+# built, and early enough that the plan is made during the warm-up, before the cosine decay that depends on it.
+BUDGET_CALIBRATION_STEPS = (10, 50)
+
+
+def planned_step_count(budget_s: float, spent_s: float, step: int, seconds_per_step: float, cap: int) -> int:
+    """The steps done and as many more as the rest of the budget holds at the measured pace, at most `cap`."""
+    return max(step + 1, min(cap, step + int((budget_s - spent_s) / seconds_per_step)))
 
 
 def build_optimizer(model: VisionLanguageModel, config: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
@@ -367,6 +383,8 @@ def train(
     state = TrainState()
     if resume:
         state = load_training_checkpoint(checkpoint_dir, model, optimizer)
+        if state.planned_steps:
+            config = replace(config, max_steps=state.planned_steps)
     elif dist_info.is_main and checkpoint_dir.exists():
         raise FileExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out-dir"
@@ -419,6 +437,8 @@ def train(
         total=config.max_steps, initial=state.step, disable=not dist_info.is_main, desc="train", dynamic_ncols=True
     )
     window_start, window_images = time.perf_counter(), 0
+    steps_s, step_end = 0.0, time.perf_counter()  # time in training steps, validation left out
+    calibration_start_s = 0.0
     micro_step = 0
     model.train()
     while state.step < config.max_steps:
@@ -451,6 +471,25 @@ def train(
             apply_gradients(model, optimizer, config.grad_clip)
             state.step += 1
             progress.update(1)
+            steps_s, step_end = steps_s + time.perf_counter() - step_end, time.perf_counter()
+            if config.time_budget_min and not state.planned_steps:
+                first, last = BUDGET_CALIBRATION_STEPS
+                if state.step == first:
+                    calibration_start_s = steps_s
+                elif state.step == last:
+                    pace = torch.tensor((steps_s - calibration_start_s) / (last - first))
+                    if dist_info.enabled:  # every rank plans the same count: the slowest one's
+                        dist.all_reduce(pace, op=dist.ReduceOp.MAX)
+                    budget_s = config.time_budget_min * 60
+                    state.planned_steps = planned_step_count(
+                        budget_s, steps_s, state.step, float(pace), config.max_steps
+                    )
+                    config = replace(config, max_steps=state.planned_steps)
+                    progress.total = state.planned_steps
+                    progress.refresh()
+                    log.write(
+                        {"step": state.step, "planned_steps": state.planned_steps, "seconds_per_step": float(pace)}
+                    )
             if state.step % config.log_every == 0 or state.step == config.max_steps:
                 elapsed = time.perf_counter() - window_start
                 images_per_s = window_images / elapsed
@@ -481,7 +520,7 @@ def train(
                     on_validate,
                     checkpoint_dir,
                 )
-                window_start = time.perf_counter()  # validation time is not training throughput
+                window_start = step_end = time.perf_counter()  # validation time is not training throughput
             if state.step >= config.max_steps:
                 break
         else:
