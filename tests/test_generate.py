@@ -1,9 +1,13 @@
+import math
+from collections.abc import Callable
+
 import pytest
 import torch
 from helpers import tiny_model, tiny_tokenizer
 
 from vlm.experiments.benchmarks import benchmark_generation, format_timings
 from vlm.inference.generate import GenerationConfig, generate
+from vlm.model.vision_language_model import VisionLanguageModel
 
 QUESTIONS = ["what color is the circle?", "two blue squares above a green star?", "red?"]
 
@@ -30,6 +34,90 @@ def run(setup, config, images=None, prompts=None, image_index=None):
     )
 
 
+# The tiny random models never pick the end token, so every row runs to max_new_tokens and nothing about stopping
+# is tested. `with_scripted_logits` edits a real model's next-token logits, per row, as a known function of the
+# row's prompt and the tokens generated so far: generation still runs the model's cache, padding and beam
+# reordering, and the edit decides when a row ends (or, for beam search, the whole distribution).
+Edit = Callable[[torch.Tensor, tuple[int, ...], tuple[int, ...]], torch.Tensor]
+
+
+def with_scripted_logits(model: VisionLanguageModel, edit: Edit) -> VisionLanguageModel:
+    """`model`, whose `prefill` and `decode_step` (the path generate takes with the cache) return
+    `edit(logits (V,), prompt, generated)` for each row. The rows' histories follow `DecodingState.select`."""
+    prefill, decode_step = model.prefill, model.decode_step
+
+    def edited(logits: torch.Tensor, state) -> torch.Tensor:
+        rows = zip(logits.float(), state.prompts, state.generated, strict=True)
+        return torch.stack([edit(row, prompt, tuple(generated)) for row, prompt, generated in rows])
+
+    def scripted_prefill(image_tokens, input_ids, attention_mask, max_new_tokens):
+        logits, state = prefill(image_tokens, input_ids, attention_mask, max_new_tokens)
+        state.prompts = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask)]
+        state.generated = [[] for _ in state.prompts]
+        select = state.select
+
+        def scripted_select(rows: torch.Tensor) -> None:
+            select(rows)
+            state.prompts = [state.prompts[r] for r in rows.tolist()]
+            state.generated = [list(state.generated[r]) for r in rows.tolist()]
+
+        state.select = scripted_select
+        return edited(logits, state), state
+
+    def scripted_decode_step(token_ids, state):
+        logits = decode_step(token_ids, state)
+        for generated, token in zip(state.generated, token_ids.tolist(), strict=True):
+            generated.append(token)
+        return edited(logits, state)
+
+    model.prefill, model.decode_step = scripted_prefill, scripted_decode_step
+    return model
+
+
+def ends_after(eos_id: int, steps: dict[tuple[int, ...], int]) -> Edit:
+    """The end token is certain once a row has generated `steps[prompt]` tokens, and impossible before (and for
+    prompts not in `steps`); the model's own logits choose every other token. A row fed its own end token, as a
+    loop that missed it would, goes on writing."""
+
+    def edit(logits: torch.Tensor, prompt: tuple[int, ...], generated: tuple[int, ...]) -> torch.Tensor:
+        due = prompt in steps and len(generated) >= steps[prompt] and eos_id not in generated
+        logits = logits.clone()
+        logits[eos_id] = 100.0 if due else -torch.inf
+        return logits
+
+    return edit
+
+
+@pytest.fixture()
+def ending(setup):
+    """A fresh model (seed 3, as `setup`'s) where the first question's row ends after 2 tokens, the second's after 4,
+    and the caption's row never ends."""
+    model, tokenizer, images, prompts = setup
+    steps = {tuple(prompts[1]): 2, tuple(prompts[2]): 4}
+    model = with_scripted_logits(tiny_model(tokenizer, seed=3), ends_after(tokenizer.eos_id, steps))
+    return model, tokenizer, images, prompts
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_greedy_and_sampled_rows_stop_at_their_end_token(ending, strategy):
+    config = GenerationConfig(max_new_tokens=8, strategy=strategy, seed=0)
+    outputs = run(ending, config)
+    assert [len(row) for row in outputs] == [8, 2, 4]
+    assert all(ending[1].eos_id not in row for row in outputs)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_min_new_tokens_holds_back_the_end_token(setup, strategy):
+    model, tokenizer, images, prompts = setup
+    steps = {tuple(prompt): 1 for prompt in prompts}  # every row would end after one token
+    model = with_scripted_logits(tiny_model(tokenizer, seed=3), ends_after(tokenizer.eos_id, steps))
+    scripted = (model, tokenizer, images, prompts)
+    config = GenerationConfig(max_new_tokens=8, strategy=strategy, num_beams=3, seed=0)
+    assert [len(row) for row in run(scripted, config)] == [1, 1, 1]
+    config.min_new_tokens = 3
+    assert [len(row) for row in run(scripted, config)] == [3, 3, 3]
+
+
 def test_greedy_with_cache_equals_greedy_without(setup):
     with_cache = run(setup, GenerationConfig(max_new_tokens=20))
     without = run(setup, GenerationConfig(max_new_tokens=20, use_cache=False))
@@ -48,12 +136,15 @@ def test_a_compiled_decoder_generates_what_the_eager_one_does():
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
-def test_batched_generation_equals_one_by_one(setup, strategy):
-    model, tokenizer, images, prompts = setup
-    config = GenerationConfig(max_new_tokens=12, strategy=strategy, num_beams=3)
-    batched = run(setup, config)
+def test_batched_generation_equals_one_by_one(ending, strategy):
+    # Rows that end after 2 and 4 tokens beside one that runs to the end: finished rows must neither stop the others
+    # nor grow.
+    model, tokenizer, images, prompts = ending
+    config = GenerationConfig(max_new_tokens=7, strategy=strategy, num_beams=3)
+    batched = run(ending, config)
+    assert [len(row) for row in batched] == [7, 2, 4]
     for row, prompt in enumerate(prompts):
-        assert run(setup, config, images[row : row + 1], [prompt]) == [batched[row]]
+        assert run(ending, config, images[row : row + 1], [prompt]) == [batched[row]]
 
 
 def test_beam_search_with_width_one_equals_greedy(setup):
@@ -67,18 +158,51 @@ def test_beam_search_with_width_one_equals_greedy(setup):
 
 def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(setup):
     model, tokenizer, images, prompts = setup
+    eos = tokenizer.eos_id
+    edit = ends_after(eos, {tuple(prompts[0]): 3, tuple(prompts[1]): 4, tuple(prompts[2]): 2})
+    scripted = (with_scripted_logits(tiny_model(tokenizer, seed=3), edit), tokenizer, images, prompts)
 
     def log_probability(row, tokens):
-        ids = torch.tensor([prompts[row] + tokens + [tokenizer.eos_id]])
-        logits = model.logits(images[row : row + 1], ids).log_softmax(-1)[0]
+        ids = torch.tensor([prompts[row] + tokens + [eos]])
+        logits = model.logits(images[row : row + 1], ids)[0]  # the unedited model's, edited here as generate sees them
         start = len(prompts[row]) - 1
-        return sum(logits[start + i, t].item() for i, t in enumerate(tokens + [tokenizer.eos_id]))
+        return sum(
+            edit(logits[start + i], tuple(prompts[row]), tuple(tokens[:i])).log_softmax(-1)[token].item()
+            for i, token in enumerate(tokens + [eos])
+        )
 
     config = GenerationConfig(max_new_tokens=6, strategy="beam", num_beams=4, length_penalty=0.0)
-    greedy, beam = run(setup, GenerationConfig(max_new_tokens=6)), run(setup, config)
+    greedy, beam = run(scripted, GenerationConfig(max_new_tokens=6)), run(scripted, config)
+    assert [len(row) for row in greedy] == [len(row) for row in beam] == [3, 4, 2]  # all ended within the budget
+    assert any(b != g for b, g in zip(beam, greedy))  # the beams found something greedy did not
     for row in range(len(prompts)):
-        if len(greedy[row]) < 6 and len(beam[row]) < 6:  # both ended with the end token within the budget
-            assert log_probability(row, beam[row]) >= log_probability(row, greedy[row]) - 1e-4
+        assert log_probability(row, beam[row]) >= log_probability(row, greedy[row]) - 1e-4
+
+
+def test_beam_search_ranks_finished_hypotheses_by_the_length_penalised_score(setup):
+    # A hand-made distribution: "a" (0.6) then the end, or "b" (0.4) then "c" then the end, each certain. Summed,
+    # [a] is likelier (log 0.6 > log 0.4); per token (length_penalty 1), [b, c] is (log 0.4 / 2 > log 0.6).
+    model, tokenizer, images, prompts = setup
+    a, b, c = tokenizer.encode("red blue green")[:3]
+    eos = tokenizer.eos_id
+    table = {(): {a: 0.6, b: 0.4}, (a,): {eos: 1.0}, (b,): {c: 1.0}, (b, c): {eos: 1.0}}
+
+    def edit(logits: torch.Tensor, prompt: tuple[int, ...], generated: tuple[int, ...]) -> torch.Tensor:
+        log_probs = torch.full_like(logits, -torch.inf)
+        for token, probability in table.get(generated, {eos: 1.0}).items():  # dead beams are fed the end token
+            log_probs[token] = math.log(probability)
+        return log_probs
+
+    scripted = (with_scripted_logits(tiny_model(tokenizer, seed=3), edit), tokenizer, images, prompts)
+
+    def beam(length_penalty: float) -> list[list[int]]:
+        return run(
+            scripted, GenerationConfig(max_new_tokens=5, strategy="beam", num_beams=2, length_penalty=length_penalty)
+        )
+
+    assert run(scripted, GenerationConfig(max_new_tokens=5)) == [[a]] * 3
+    assert beam(0.0) == [[a]] * 3
+    assert beam(1.0) == beam(2.0) == [[b, c]] * 3
 
 
 def test_sampling_is_reproducible_with_a_seed(setup):
