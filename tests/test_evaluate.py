@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from helpers import tiny_model, tiny_tokenizer
 from PIL import Image
 
@@ -9,6 +10,7 @@ from vlm.data.sample import Sample
 from vlm.data.shapes import ShapesDataset
 from vlm.evaluation.evaluate import caption_items, evaluate, quick_metrics, score_captions
 from vlm.evaluation.metrics import coco_caption
+from vlm.evaluation.metrics.cider import cider_d
 from vlm.inference.generate import GenerationConfig
 from vlm.inference.predict import Predictor
 from vlm.model.checkpoint import save_model
@@ -51,6 +53,61 @@ def questions(tmp_path) -> list[Sample]:
             meta = {"question_id": 10 * index + offset, "answer_type": kind}
             samples.append(Sample(str(path), answer, question, [answer] * 3, image_id=index, meta=meta))
     return samples
+
+
+@pytest.fixture()
+def knowing(model_and_tokenizer, monkeypatch):
+    """A Predictor whose generation is replaced by known texts, read off the image each row is given: a caption
+    names the colour of a red or blue image ("a red picture") and is "nothing" for others; "what color is it?" is
+    answered with the image's colour, and every other question with "yes"."""
+    predictor = Predictor(*model_and_tokenizer)
+    tokenizer = predictor.tokenizer
+    plain = {name: predictor.transform(Image.new("RGB", (32, 32), name)) for name in COLOURS}
+
+    def colour_of(image: torch.Tensor) -> str:
+        return min(plain, key=lambda name: float((image - plain[name]).abs().mean()))
+
+    def text_for(prompt: list[int], image: torch.Tensor) -> str:
+        colour = colour_of(image)
+        if prompt == tokenizer.caption_prompt():
+            return f"a {colour} picture" if colour in ("red", "blue") else "nothing"
+        return colour if tokenizer.decode(prompt) == "what color is it?" else "yes"
+
+    def generate_ids(image_batch, prompts, image_index, config):
+        return [tokenizer.encode(text_for(p, image_batch[i])) for p, i in zip(prompts, image_index, strict=True)]
+
+    monkeypatch.setattr(predictor, "generate_ids", generate_ids)
+    return predictor
+
+
+def test_each_caption_is_scored_against_its_own_images_references(knowing, coco_like, tmp_path):
+    evaluate(knowing, coco_like, tmp_path, SHORT, batch_size=3, toolkit=False, quiet=True)
+    captions = {100: "a red picture", 101: "a blue picture", 102: "nothing", 103: "nothing"}
+    _, cider = cider_d(captions, {s.image_id: s.references for s in coco_like})
+    assert cider[100] > 0 and cider[101] > 0 and cider[102] == cider[103] == 0.0
+    rows = json.loads((tmp_path / "per_image.json").read_text())
+    assert [(r["image_id"], r["caption"]) for r in rows] == list(captions.items())
+    assert [r["scores"]["CIDEr"] for r in rows] == pytest.approx([cider[i] for i in captions])
+    assert [r["references"] for r in rows] == [s.references for s in coco_like]
+    results = json.loads((tmp_path / "predictions.json").read_text())
+    assert [(r["image_id"], r["caption"]) for r in results] == list(captions.items())
+
+
+def test_each_answer_is_about_its_own_image_and_scored_against_its_own_question(knowing, tmp_path):
+    # Two images (red, blue), two questions each; the known answers get the blue image's "is it red?" wrong. A right
+    # answer scores 2/3: VQA averages min(1, matches / 3) over the ten leave-one-out subsets of the human answers,
+    # and these questions have three.
+    metrics = evaluate(knowing, questions(tmp_path), tmp_path / "eval", SHORT, quiet=True)
+    rows = json.loads((tmp_path / "eval" / "per_question.json").read_text())
+    assert [(r["question_id"], r["image_id"], r["question"], r["answer"]) for r in rows] == [
+        (0, 0, "what color is it?", "red"),
+        (1, 0, "is it red?", "yes"),
+        (10, 1, "what color is it?", "blue"),
+        (11, 1, "is it red?", "yes"),
+    ]
+    assert [r["score"] for r in rows] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0.0])
+    assert metrics["overall"] == pytest.approx(0.5)
+    assert metrics["per_answer_type"] == pytest.approx({"other": 2 / 3, "yes/no": 1 / 3})
 
 
 def test_captions_write_coco_results_metrics_and_report(predictor, coco_like, tmp_path):
