@@ -51,15 +51,45 @@ def test_no_generated_tokens_give_no_maps(setup):
     assert token_attention_maps(model, torch.zeros(3, 32, 32), tokenizer.caption_prompt(), []).shape == (0, 2, 2)
 
 
-def test_rollout_multiplies_layers_with_the_residual_as_identity():
-    first = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # slot 1 reads slot 0
-    second = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+def test_rollout_credits_a_slot_read_through_another_where_the_mean_does_not():
+    # Layer 1: slot 1 reads slot 0; layer 2: slot 2 reads slot 1. Every other slot reads itself.
+    first = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    second = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     heads = [first[None].repeat(2, 1, 1), second[None].repeat(2, 1, 1)]
-    assert torch.allclose(combine_layers(heads, "mean"), torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
-    # layer 1: 0.5 A + 0.5 I = [[1, 0], [0.5, 0.5]]; layer 2 adds the identity to an identity
-    assert torch.allclose(combine_layers(heads, "rollout"), torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+    mean = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])  # slot 2 draws nothing from slot 0
+    assert torch.allclose(combine_layers(heads, "mean"), mean)
+    # (0.5 second + 0.5 I) @ (0.5 first + 0.5 I): slot 2 gives half its weight to slot 1, which gave half of its own
+    # to slot 0, so slot 2 credits slot 0 with 1/4.
+    rollout = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.25, 0.25, 0.5]])
+    assert torch.allclose(combine_layers(heads, "rollout"), rollout)
     with pytest.raises(ValueError, match="attention method"):
         combine_layers(heads, "max")
+
+
+@pytest.mark.parametrize("method", ["mean", "rollout"])
+def test_each_map_is_read_from_the_slot_that_predicted_its_token(setup, monkeypatch, method):
+    # Planted weights, in every layer and head: the slot that predicts generated token j (the last prompt slot for
+    # j = 0) attends to image token looks_at[j] alone, every other slot to itself.
+    model, tokenizer = setup
+    prompt, generated = tokenizer.caption_prompt(), tokenizer.encode("red blue green")[:3]
+    looks_at = [3, 0, 2]  # on the 2 x 2 grid, row-major: (1, 1), (0, 0), (1, 0)
+    num_image = model.num_image_tokens
+    text_hidden_states = model.text_hidden_states
+
+    def planted(image_tokens, input_ids, attention_mask=None, attention_weights=None, segment_ids=None):
+        hidden = text_hidden_states(image_tokens, input_ids, attention_mask, attention_weights, segment_ids)
+        weights = torch.eye(num_image + input_ids.shape[1])  # (S, S)
+        for j, image_token in enumerate(looks_at):
+            predicting = num_image + len(prompt) - 1 + j
+            weights[predicting] = torch.nn.functional.one_hot(torch.tensor(image_token), len(weights))
+        attention_weights[:] = [weights.expand_as(layer).clone() for layer in attention_weights]  # (1, H, S, S)
+        return hidden
+
+    monkeypatch.setattr(model, "text_hidden_states", planted)
+    maps = token_attention_maps(model, torch.zeros(3, 32, 32), prompt, generated, method)
+    expected = torch.zeros(3, 4)
+    expected[range(3), looks_at] = 1.0
+    assert torch.allclose(maps, expected.view(3, 2, 2))
 
 
 def test_predictor_attend_returns_the_caption_it_would_write_and_its_maps(setup, tmp_path):
