@@ -40,7 +40,9 @@ def make_odd_images(folder: Path) -> dict[str, Path]:
     rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # fully transparent ...
     rgba.paste((*BLUE, 255), (8, 0, 16, 16))  # ... except the right half, opaque blue
     save("rgba.png", rgba)
-    save("gray_alpha.png", Image.new("LA", (8, 8), (0, 0)))
+    gray_alpha = Image.new("LA", (8, 8), (0, 0))  # transparent black ...
+    gray_alpha.paste((90, 255), (4, 0, 8, 8))  # ... except the right half, opaque grey
+    save("gray_alpha.png", gray_alpha)
     save("palette.png", Image.new("RGB", (16, 16), BLUE).quantize(4))
     palette = Image.new("P", (8, 8), 0)
     palette.putpalette([0, 0, 0, *RED] + [0] * (254 * 3))

@@ -80,7 +80,8 @@ def test_captions_are_cleaned_of_stray_whitespace_and_images_without_captions_dr
 def test_broken_image_files_pass_the_start_up_check_and_fail_by_name_when_loaded(tmp_path, odd_images):
     annotation_file, image_dir = coco_set(tmp_path, odd_images, ["truncated.jpg", "empty.jpg", "text.jpg"])
     dataset = CocoCaptions(annotation_file, image_dir, mode="eval")  # existence only: no decoding at start-up
-    for sample, problem in zip(dataset, ["truncated", "empty file", "not an image"]):
+    assert len(dataset) == 3
+    for sample, problem in zip(dataset, ["truncated", "empty file", "not an image"], strict=True):
         with pytest.raises(ImageLoadError, match=rf"{Path(sample.image).name}: .*{problem}"):
             load_image(sample.image)
 

@@ -54,6 +54,9 @@ def test_transparency_is_composited_over_white(odd_images):
     palette = load_image(odd_images["palette_transparent.png"])
     assert palette.getpixel((1, 1)) == (255, 255, 255)
     assert palette.getpixel((6, 1)) == RED
+    gray_alpha = load_image(odd_images["gray_alpha.png"])
+    assert gray_alpha.getpixel((1, 1)) == (255, 255, 255)
+    assert gray_alpha.getpixel((6, 1)) == (90, 90, 90)
 
 
 def test_cmyk_keeps_its_colour(odd_images):
