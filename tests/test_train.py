@@ -83,27 +83,51 @@ def test_packed_training_loss_falls(tmp_path):
     assert len(curve) == 40 and sum(curve[-5:]) / 5 < 0.5 * sum(curve[:5]) / 5
 
 
+def with_dropout(rate: float):
+    config = get_preset("tiny")
+    config.decoder.dropout = rate
+    return config
+
+
 def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The crash falls mid-epoch (epochs of 40 draws, 8 per step: the step-3 checkpoint is 24 draws in) and
+    dropout draws from the global RNG, so the resumed run matches only if it restores the weights, the optimizer,
+    the data position and the RNG, and goes on from step 3 rather than starting over."""
     data = colour_data()
-    train(get_preset("tiny"), quick_config(tmp_path / "a", grad_accum=2), data)
+    settings = dict(batch_size=4, grad_accum=2, epoch_size=40, max_steps=8, eval_every=3)
+    train(with_dropout(0.2), quick_config(tmp_path / "a", **settings), data)
     uninterrupted = losses(tmp_path / "a" / "run")
 
     save = train_module.save_training_checkpoint
 
     def save_then_crash(directory, model, tokenizer, optimizer, state, config):
         save(directory, model, tokenizer, optimizer, state, config)
-        if state.step == 4:
-            raise KeyboardInterrupt  # killed right after the step-4 checkpoint
+        if state.step == 3:
+            raise KeyboardInterrupt  # killed right after the step-3 checkpoint
 
     monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        train(get_preset("tiny"), quick_config(tmp_path / "b", grad_accum=2), data)
+        train(with_dropout(0.2), quick_config(tmp_path / "b", **settings), data)
+    metrics = tmp_path / "b" / "run" / "metrics.jsonl"
+    before_crash = metrics.read_text().splitlines()
+    assert json.loads(before_crash[-1])["step"] == 3
+
     monkeypatch.setattr(train_module, "save_training_checkpoint", save)
+    apply_gradients, steps_taken = train_module.apply_gradients, []
+
+    def counted(*args):
+        steps_taken.append(1)
+        apply_gradients(*args)
+
+    monkeypatch.setattr(train_module, "apply_gradients", counted)
     torch.manual_seed(1234)  # the resumed process starts from another RNG state: the checkpoint must restore it
-    state = train(get_preset("tiny"), quick_config(tmp_path / "b", grad_accum=2), data, resume=True)
-    assert state.step == 12
+    state = train(with_dropout(0.2), quick_config(tmp_path / "b", **settings), data, resume=True)
+    assert state.step == 8 and len(steps_taken) == 5  # steps 4 to 8: none done twice
+    after = metrics.read_text().splitlines()
+    assert after[: len(before_crash)] == before_crash  # the first process's records of steps 1-3 are kept
+    records = [json.loads(line) for line in after]
+    assert [r["step"] for r in records if "train_loss" in r] == list(range(1, 9))
     resumed = losses(tmp_path / "b" / "run")
-    assert len(resumed) == len(uninterrupted) == 12
     torch.testing.assert_close(torch.tensor(resumed), torch.tensor(uninterrupted), rtol=1e-5, atol=1e-6)
 
 

@@ -445,7 +445,12 @@ def train(
         if state.position >= draws_per_epoch:
             state.epoch, state.position = state.epoch + 1, 0
         sampler.set_epoch(state.epoch, state.position)
-        for batch in loader:
+        # Starting a DataLoader's iteration draws a seed from the global RNG, which dropout also draws from. Every
+        # draw carries its own seed (MixtureSampler), so that one is not needed; left to draw, it would shift a
+        # resumed run's dropout, whose iteration starts mid-epoch where the uninterrupted run's did not.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(loader)
+        for batch in batches:
             batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items()}
             last_micro = (micro_step + 1) % config.grad_accum == 0
             sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
