@@ -1,5 +1,7 @@
-"""Run by test_train.py under torchrun: trains the tiny preset on 2 gloo processes, saves each rank's weights."""
+"""Run by test_train.py under torchrun: trains the tiny preset on 2 gloo processes, saves each rank's weights and
+the training draws it loaded."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -8,9 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import colour_data, quick_config  # noqa: E402
+from test_train import DDP_BATCH, DDP_SETTINGS, caption_data, quick_config  # noqa: E402
 
 import vlm.training.loop as train_module  # noqa: E402
+from vlm.data.mixture import TokenizedDataset  # noqa: E402
 from vlm.model.config import get_preset  # noqa: E402
 
 out = Path(sys.argv[1])
@@ -27,8 +30,20 @@ def capture_model(model, config, fused=False):
     return build(model, config, fused)
 
 
+draws = []
+load = TokenizedDataset.__getitem__
+
+
+def record_draw(self, key):
+    if isinstance(key, tuple):  # (index, sample seed): a training draw; validation keys are plain indices
+        draws.append(list(key))
+    return load(self, key)
+
+
 train_module.build_optimizer = capture_model
-config = quick_config(out, max_steps=6, eval_every=3, log_every=1, batch_size=4)
-train_module.train(get_preset("tiny"), config, colour_data(48), device="cpu")
+TokenizedDataset.__getitem__ = record_draw
+config = quick_config(out, batch_size=DDP_BATCH, **DDP_SETTINGS)
+train_module.train(get_preset("tiny"), config, caption_data(), device="cpu")
 weights = {k: v.contiguous() for k, v in captured["model"].state_dict().items()}
 save_file(weights, str(out / f"rank{rank}.safetensors"))
+(out / f"rank{rank}_draws.json").write_text(json.dumps(draws))

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import vlm.training.loop as train_module
 from vlm.data.catalog import texts_of
+from vlm.data.mixture import TokenizedDataset
 from vlm.data.transforms import build_transform
 from vlm.model.checkpoint import load_model
 from vlm.model.config import get_preset
@@ -45,6 +46,20 @@ def quick_config(tmp_path: Path, **overrides) -> TrainConfig:
     )
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+def caption_data() -> TrainingData:
+    """`colour_data` with its captions alone, every one three tokens long: batches of equal size hold equally many
+    target tokens, so the token mean of a batch is the mean of its halves' token means."""
+    data = colour_data()
+    data.train_parts = [[sample for sample in ColourSamples(64) if sample.question is None]]
+    assert {len(data.tokenizer.encode(sample.target)) for sample in data.train_parts[0]} == {3}
+    return data
+
+
+# The run that tests/ddp_worker.py makes on each of two processes, with batches of DDP_BATCH per process.
+DDP_SETTINGS = dict(max_steps=6, eval_every=3, log_every=1)
+DDP_BATCH = 4
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -134,11 +149,9 @@ def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, mon
 def test_two_accumulated_micro_batches_equal_one_batch_of_twice_the_size(tmp_path):
     """batch 4 x grad_accum 2 and batch 8 x grad_accum 1 read the same draws in the same order. The loss is a
     mean over target tokens, and the accumulated gradient is the mean of the micro-batches' means: the two equal
-    the big batch's token mean only when both micro-batches hold as many target tokens, so every sample here is
-    a caption of three tokens. float32, no dropout, no augmentation: what is left is float rounding."""
-    data = colour_data()
-    data.train_parts = [[sample for sample in ColourSamples(64) if sample.question is None]]
-    assert {len(data.tokenizer.encode(sample.target)) for sample in data.train_parts[0]} == {3}
+    the big batch's token mean only when both micro-batches hold as many target tokens (`caption_data`).
+    float32, no dropout, no augmentation: what is left is float rounding."""
+    data = caption_data()
 
     def weights_after_training(name: str, **settings) -> dict[str, torch.Tensor]:
         config = quick_config(tmp_path / name, max_steps=3, eval_every=3, augment=False, **settings)
@@ -190,7 +203,30 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert lr_factor(100, config) == pytest.approx(0.1)
 
 
-def test_two_processes_with_torchrun_agree_on_the_weights(tmp_path):
+def recording_draws(monkeypatch) -> list[list[int]]:
+    """Every training draw (index, sample seed) that this process loads, in order."""
+    draws: list[list[int]] = []
+    load = TokenizedDataset.__getitem__
+
+    def recorded(self, key):
+        if isinstance(key, tuple):  # validation keys are plain indices
+            draws.append(list(key))
+        return load(self, key)
+
+    monkeypatch.setattr(TokenizedDataset, "__getitem__", recorded)
+    return draws
+
+
+def unfused_optimizer(monkeypatch) -> None:
+    """The optimizer tests/ddp_worker.py builds, so the one-process run differs from it by rounding alone."""
+    build = train_module.build_optimizer
+    monkeypatch.setattr(train_module, "build_optimizer", lambda model, config: build(model, config, fused=False))
+
+
+def test_two_processes_with_torchrun_share_the_draws_and_equal_one_process_on_the_global_batch(tmp_path, monkeypatch):
+    """Two processes with batches of 4 each take half of every global batch of 8 (disjoint draws), and averaging
+    their gradients (DDP) trains what one process does with batches of 8 on the same draws: equal target token
+    counts (`caption_data`) make the mean of the two halves' token means the whole batch's token mean."""
     worker = Path(__file__).parent / "ddp_worker.py"
     command = [
         sys.executable,
@@ -203,6 +239,9 @@ def test_two_processes_with_torchrun_agree_on_the_weights(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
+    draws = [json.loads((tmp_path / f"rank{r}_draws.json").read_text()) for r in (0, 1)]
+    assert len(draws[0]) == len(draws[1]) == DDP_SETTINGS["max_steps"] * DDP_BATCH
+    assert not {tuple(d) for d in draws[0]} & {tuple(d) for d in draws[1]}  # each rank its own share
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     assert rank0.keys() == rank1.keys()
     for name in rank0:
@@ -211,6 +250,14 @@ def test_two_processes_with_torchrun_agree_on_the_weights(tmp_path):
     assert any(not torch.equal(first[name], rank0[name]) for name in rank0)  # it did train
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == 6  # only rank 0 logs: one record per step, not two
+
+    unfused_optimizer(monkeypatch)
+    one_process_draws = recording_draws(monkeypatch)
+    config = quick_config(tmp_path / "one", batch_size=2 * DDP_BATCH, **DDP_SETTINGS)
+    train(get_preset("tiny"), config, caption_data(), device="cpu")
+    assert sorted(one_process_draws) == sorted(draws[0] + draws[1])  # the two shares make up the global batches
+    one_process, _ = load_model(tmp_path / "one" / "run" / "checkpoints" / "last")
+    torch.testing.assert_close(rank0, one_process.state_dict(), rtol=0, atol=1e-3)
 
 
 class StepClock:
