@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from helpers import tiny_model
 
 from vlm.cli import finetune_rl
@@ -19,7 +20,9 @@ def checkpoints(tmp_path_factory):
     tokenizer = Tokenizer.build(ShapesDataset("val", num_images=50).texts())
     model = tiny_model(tokenizer)
     save_model(model_dir, model, tokenizer)
-    save_reward_model(reward_dir, RewardModel(model), tokenizer)
+    reward_model = RewardModel(model)
+    torch.nn.init.normal_(reward_model.head.weight, generator=torch.Generator().manual_seed(0))  # not indifferent
+    save_reward_model(reward_dir, reward_model, tokenizer)
     return model_dir, reward_dir
 
 
@@ -35,6 +38,17 @@ def test_finetunes_and_reports_cider_before_and_after(checkpoints, reward, tmp_p
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert (tmp_path / "eval-after" / "report.html").is_file()
     load_model(tmp_path / "model")
+
+
+def test_a_step_on_a_reward_that_tells_the_samples_apart_moves_the_weights(checkpoints, tmp_path):
+    """The reward model's head is random, so the samples' advantages are not all 0. One AdamW step at lr 1e-3
+    moves a weight with a gradient by about 1e-3; weight decay alone moves a weight w by 5e-5 |w|."""
+    model_dir, reward_dir = checkpoints
+    argv = ["--checkpoint", str(model_dir), "--out-dir", str(tmp_path), "--reward", "reward-model"]
+    finetune_rl.main(argv + ["--reward-model", str(reward_dir), "--lr", "1e-3", "--warmup-steps", "1"] + QUICK)
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] != 0.0
+    start, finetuned = load_model(model_dir)[0].state_dict(), load_model(tmp_path / "model")[0].state_dict()
+    assert max(float((start[name] - finetuned[name]).abs().max()) for name in start) > 5e-4
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from vlm.posttrain.scst import (
     scst_step,
     sequence_log_probs,
 )
-from vlm.training.loop import TrainConfig
+from vlm.training.loop import TrainConfig, finetune_config
 
 
 def test_scst_loss_pushes_up_samples_above_the_baseline_and_down_those_below():
@@ -85,6 +85,7 @@ def test_cider_reward_prefers_the_reference_and_reward_model_reward_scores_each_
 
 def test_finetune_runs_steps_and_reports_rewards(setup):
     model, tokenizer = setup
+    start = {name: value.clone() for name, value in model.state_dict().items()}
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     references = [["a red circle"], ["two blue squares"]]
     history = finetune(
@@ -98,6 +99,36 @@ def test_finetune_runs_steps_and_reports_rewards(setup):
     assert [h["step"] for h in history] == [1, 2]
     assert set(history[0]) == {"step", "loss", "sample_reward", "greedy_reward", "better_than_greedy"}
     assert not model.training
+    assert any(not torch.equal(start[name], value) for name, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("favoured", [0, 1])
+def test_finetune_makes_the_captions_the_reward_favours_more_likely(favoured):
+    """A reward of 1 for a caption whose first token id is even (or odd): after 20 steps the model puts more of
+    its first token's probability on the favoured half of the vocabulary than it did at the start."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=1)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    prompts = torch.tensor([tokenizer.caption_prompt()] * 4)
+
+    def favoured_share() -> float:
+        with torch.no_grad():
+            first_token = model.logits(images, prompts)[:, -1].float().softmax(dim=-1)  # (4, V)
+        return float(first_token[:, favoured::2].sum(dim=-1).mean())
+
+    def parity_reward(images, texts, references):
+        return torch.tensor([float(len(t) > 0 and t[0] % 2 == favoured) for t in texts])
+
+    before = favoured_share()
+    finetune(
+        model,
+        tokenizer,
+        lambda step: (images, [["x"]] * 4),
+        parity_reward,
+        SCSTConfig(samples_per_image=4, max_new_tokens=1),
+        finetune_config(1e-2, max_steps=20, warmup_steps=1, dtype="float32"),
+    )
+    assert favoured_share() > before + 0.03
 
 
 def test_captions_are_cut_to_fit_the_context_with_their_end_token(setup):
