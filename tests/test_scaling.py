@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ from helpers import ColourSamples
 
 from vlm.data.catalog import texts_of
 from vlm.data.transforms import build_transform
+from vlm.experiments import scaling
 from vlm.experiments.scaling import LadderError, Rung, fit_power_law, flops_per_sample, parse_ladder, predict_then_train
 from vlm.model.config import get_preset
 from vlm.model.tokenizer import Tokenizer
@@ -72,10 +74,22 @@ def test_predict_then_train_writes_the_prediction_before_the_target_and_reuses_f
     )
     base = TrainConfig(batch_size=8, warmup_steps=1, val_batches=1, num_workers=0, dtype="float32", log_every=1)
     ladder = [Rung("tiny", 1), Rung("tiny", 2), Rung("tiny", 4)]
+    train, prediction_at_start = scaling.train, {}
+
+    def train_seeing_the_prediction(model_config, config, data, **options):
+        """Notes, as each run starts, the prediction on disk (None before the ladder is done)."""
+        written = tmp_path / "prediction.json"
+        prediction_at_start[Path(config.out_dir).name] = json.loads(written.read_text()) if written.is_file() else None
+        return train(model_config, config, data, **options)
+
+    monkeypatch.setattr(scaling, "train", train_seeing_the_prediction)
     with pytest.warns(UserWarning, match="spans 4.0x in compute"):
         report = predict_then_train(ladder, Rung("tiny", 5), base, lambda config: data, tmp_path, log=lambda _: None)
     prediction = json.loads((tmp_path / "prediction.json").read_text())
     assert prediction["predicted_val_loss"] == report["predicted_val_loss"]
+    # The ladder trains before there is a prediction; the target's training starts with it written, as final.
+    assert prediction_at_start == {"tiny-1": None, "tiny-2": None, "tiny-4": None, "tiny-5": prediction}
+    assert prediction["target"] == "tiny-5" and prediction["flops"] == report["target"]["flops"]
     assert report["actual_val_loss"] == json.loads((tmp_path / "tiny-5" / "result.json").read_text())["val_loss"]
     assert [r["steps"] for r in report["ladder"]] == [1, 2, 4] and (tmp_path / "scaling.png").is_file()
     (tmp_path / "tiny-1" / "model" / "model.safetensors").unlink()  # a finished rung is not trained again
