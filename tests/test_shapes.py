@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlm.data.batch import encode_text
 from vlm.data.catalog import build_dataset
 from vlm.data.coco import CocoCaptions
 from vlm.data.images import load_image
@@ -414,3 +415,18 @@ def test_the_robust_split_is_for_evaluation_only(name):
     with pytest.raises(ValueError, match=f"{name} is a held-out test split"):
         build_dataset(name, "train")
     assert len(build_dataset(name, "test")) == len(build_dataset(name.replace("_robust", ""), "test"))
+
+
+def test_reading_samples_give_the_description_and_train_the_final_answer_alone():
+    reasoned = ShapesDataset("val", 20, task="vqa", reasoned=True)
+    reading = ShapesDataset("val", 20, task="vqa", reading=True)
+    tokenizer = Tokenizer.build(reasoned.texts())
+    room = get_preset("default").max_text_len
+    for i in range(len(reasoned)):
+        full, read = reasoned[i], reading[i]
+        assert read.given.endswith(", so") and read.target == " " + full.references[0]
+        ids, is_target = encode_text(tokenizer, full.question, full.target, room)
+        read_ids, read_is_target = encode_text(tokenizer, read.question, read.target, room, read.given)
+        assert read_ids == ids  # the very tokens of the reasoned answer, so what is learned carries over
+        answer_tokens = len(tokenizer.encode(read.target))
+        assert read_is_target == [False] * (len(ids) - answer_tokens - 1) + [True] * (answer_tokens + 1)

@@ -22,13 +22,16 @@ class EncodedExample:
     segment_ids: torch.Tensor | None = None  # (T,) packed: which text (0, 1, ...) each token belongs to
 
 
-def encode_text(tokenizer: Tokenizer, question: str | None, target: str, max_len: int) -> tuple[list[int], list[bool]]:
-    """Token ids of prompt + target + end, and which of them are targets, fitted into `max_len` tokens.
+def encode_text(
+    tokenizer: Tokenizer, question: str | None, target: str, max_len: int, given: str = ""
+) -> tuple[list[int], list[bool]]:
+    """Token ids of prompt + given + target + end, and which of them are targets (the target and the end), fitted
+    into `max_len` tokens. `given` is text the model reads after the prompt and is not trained to write.
 
     A caption that does not fit is cut (the end token is kept, so the model still learns to stop); a question
     that leaves no room for at least one target token is cut from its start, keeping the answer marker.
     """
-    prompt = tokenizer.prompt(question)
+    prompt = tokenizer.prompt(question) + (tokenizer.encode(given) if given else [])
     target_ids = tokenizer.encode(target)
     room_for_prompt = max_len - 2  # at least one target token and the end token
     if len(prompt) > room_for_prompt:
@@ -42,9 +45,9 @@ def encode_text(tokenizer: Tokenizer, question: str | None, target: str, max_len
 
 
 def encode_example(
-    tokenizer: Tokenizer, image: torch.Tensor, question: str | None, target: str, max_len: int
+    tokenizer: Tokenizer, image: torch.Tensor, question: str | None, target: str, max_len: int, given: str = ""
 ) -> EncodedExample:
-    ids, is_target = encode_text(tokenizer, question, target, max_len)
+    ids, is_target = encode_text(tokenizer, question, target, max_len, given)
     return EncodedExample(image, torch.tensor(ids, dtype=torch.long), torch.tensor(is_target, dtype=torch.bool))
 
 

@@ -31,16 +31,21 @@ class DataPaths:
 # `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
 # shapes_vqa_reasoned: the built-in questions, each answer after a description of the scene that holds it ("a big
 # red circle and a small blue square, so red"; see `reasoned_answer`), scored by the answer after the reason.
+# shapes_vqa_reading: the same, the description given and the final answer the only target (practice in reading).
 # shapes_robust, shapes_vqa_robust: the built-in test scenes, captions and questions, drawn with variations the
 # training renderer never makes (`robust_rendering`); test split only.
 # easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";
 # see `reasoned_target`); scored, like any reply, by the answer after the reason.
-DATASET_NAMES = (
+SHAPES_NAMES = (
     "shapes",
     "shapes_vqa",
     "shapes_vqa_reasoned",
+    "shapes_vqa_reading",
     "shapes_robust",
     "shapes_vqa_robust",
+)
+DATASET_NAMES = (
+    *SHAPES_NAMES,
     "easy_vqa",
     "easy_vqa_shapes",
     "easy_vqa_balanced",
@@ -56,14 +61,15 @@ def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: s
     (one per image or question, with every reference); by default "train" for the train split."""
     paths = paths or DataPaths()
     mode = mode or ("train" if split == "train" else "eval")
-    if name in ("shapes", "shapes_vqa", "shapes_vqa_reasoned", "shapes_robust", "shapes_vqa_robust"):
+    if name in SHAPES_NAMES:
         from vlm.data.shapes import ShapesDataset
 
         robust = name.endswith("_robust")
         if robust and split != "test":
             raise ValueError(f"{name} is a held-out test split (--split test); training never sees its renderings")
         task = "caption" if name in ("shapes", "shapes_robust") else "vqa"
-        return ShapesDataset(split, task=task, reasoned=name == "shapes_vqa_reasoned", robust=robust)
+        reasoned, reading = name == "shapes_vqa_reasoned", name == "shapes_vqa_reading"
+        return ShapesDataset(split, task=task, reasoned=reasoned, robust=robust, reading=reading)
     if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "easy_vqa_reasoned"):
         from vlm.data.easy_vqa import EasyVQA
 

@@ -136,7 +136,7 @@ class TokenizedDataset(Dataset):
         if self.blind:
             image = torch.zeros_like(image)
         if not isinstance(item, list):
-            return encode_example(self.tokenizer, image, item.question, item.target, self.max_text_len)
+            return encode_example(self.tokenizer, image, item.question, item.target, self.max_text_len, item.given)
         texts = [(sample.question, sample.target) for sample in samples]
         return encode_packed(self.tokenizer, image, texts, self.max_text_len, self.max_packed_len)
 

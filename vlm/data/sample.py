@@ -18,6 +18,9 @@ class Sample:
     image_id: str | int = ""
     source: str = ""  # data set name, for per-source metrics
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. question_type, answer_type, the rendered scene
+    # Text after the prompt that the model reads but is not trained to write: the first part of a reply, given,
+    # so that the loss falls on the rest (a reasoned answer's final word after its given reason).
+    given: str = ""
 
     @property
     def task(self) -> str:

@@ -310,15 +310,19 @@ class ShapesDataset(Dataset):
         all_references: bool = False,
         reasoned: bool = False,
         robust: bool = False,
+        reading: bool = False,
     ):
         if split not in SPLIT_SIZES:
             raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
         if task not in ("caption", "vqa"):
             raise ValueError(f"task must be 'caption' or 'vqa', got {task!r}")
-        if reasoned and task != "vqa":
+        if (reasoned or reading) and task != "vqa":
             raise ValueError("reasoned answers are for task='vqa'")
         self.split, self.seed, self.image_size, self.task = split, seed, image_size, task
         self.reasoned = reasoned
+        # The reasoned answer's description given, the final answer the only target: practice in reading the
+        # answer off a description, with all of the sample's loss on that step.
+        self.reading = reading
         self.robust = robust  # drawn with the variations of `robust_rendering`: for held-out evaluation only
         self.num_images = SPLIT_SIZES[split] if num_images is None else num_images
         self.scenes = [annotated_scene(seed, split, i) for i in range(self.num_images)]
@@ -348,6 +352,9 @@ class ShapesDataset(Dataset):
         if self.task == "caption":
             return Sample(target=annotated.captions[item], references=list(annotated.captions), **common)
         question, answer = annotated.questions[item]
+        if self.reading:
+            reason = reasoned_answer(annotated.scene, question, answer).removesuffix(" " + answer)
+            return Sample(target=" " + answer, question=question, references=[answer], given=reason, **common)
         target = reasoned_answer(annotated.scene, question, answer) if self.reasoned else answer
         return Sample(target=target, question=question, references=[answer], **common)
 
