@@ -178,22 +178,34 @@ def canonical_caption(scene: Scene) -> str:
     return join_phrases([phrase(*group) for group in groups_left_to_right(scene)])
 
 
-def groups_top_to_bottom(scene: Scene) -> list[tuple[int, str, str, str]]:
-    """(count, size, colour, shape) per group of identical objects, ordered by the group's topmost object."""
-    groups: dict[tuple[str, str, str], list[ShapeObject]] = {}
-    for obj in scene.objects:
-        groups.setdefault((obj.size, obj.colour, obj.shape), []).append(obj)
-    ordered = sorted(groups.items(), key=lambda item: min(o.y for o in item[1]))
-    return [(len(members), size, colour, shape) for (size, colour, shape), members in ordered]
+def left_to_right(scene: Scene) -> list[ShapeObject]:
+    return sorted(scene.objects, key=lambda o: o.x)
+
+
+def grid_digit(position: float) -> str:
+    """A centre's place along one axis, 0-9: the boxes of two objects are always at least 0.22 of the canvas apart
+    along their clearer axis, so two digits along it differ by at least 2."""
+    return str(min(9, int(position * 10)))
 
 
 def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
-    """The answer after a description of the scene that holds it, so that the model first says what it sees, as it
-    does when it captions, and then reads the answer off its own words: the canonical caption (groups left to right,
-    which also orders the objects for "left of" and "right of"), or for "above" and "below" the groups top to
-    bottom. "what color is the circle?" -> "a big red circle and a small blue square, so red"."""
-    if " above " in question or " below " in question:
-        description = "top to bottom: " + join_phrases([phrase(*g) for g in groups_top_to_bottom(scene)])
+    """The answer after a description of the scene, written so that the answer can be read off it by finding the
+    question's words and taking what follows them: the model first says what it sees, object by object, as it does
+    when it captions, then reads. By the kind of question (every object left to right):
+
+    - what color is the <shape>?          "square yellow, circle red, so yellow" (shape, then its colour)
+    - what size is the <colour> <shape>?  "yellow square small, red circle big, so small"
+    - is the <a> left of the <b>? and what is <relation> the <b>?
+                                          "yellow square 1 8, red circle 6 2, so no" (x and y, tenths of the canvas)
+    - the others (what shape, is there, how many): the canonical caption, whose colours come before their shapes.
+    """
+    objects = left_to_right(scene)
+    if question.startswith("what color is the "):
+        description = ", ".join(f"{o.shape} {o.colour}" for o in objects)
+    elif question.startswith("what size is the "):
+        description = ", ".join(f"{o.colour} {o.shape} {o.size}" for o in objects)
+    elif any(f" {r} " in question for r in ("left of", "right of", "above", "below")):
+        description = ", ".join(f"{o.colour} {o.shape} {grid_digit(o.x)} {grid_digit(o.y)}" for o in objects)
     else:
         description = canonical_caption(scene)
     return f"{description}{REASON_SEPARATOR}{answer}"
