@@ -1,8 +1,9 @@
 """Building what the training loop trains on from a mixture spec: the data sets, the vocabulary, the transforms,
 and validation by generating (captions and answers scored as users will see them).
 
-The default mixture is the main job's: three sevenths captions, two sevenths easy-VQA with its yes/no answers worked
-out in steps, a seventh easy-VQA's shape questions, a seventh the built-in questions (docs/results.md says why).
+The default mixture is the main job's: a third captions; a third the built-in questions, answered after a description
+of the scene (a ninth written whole, two ninths with the description given and the answer alone to learn); two ninths
+easy-VQA with its yes/no answers worked out in steps and a ninth its shape questions (docs/results.md says why).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vlm.model.tokenizer import Tokenizer
 from vlm.runtime import autocast_dtype
 from vlm.training.loop import TrainingData
 
-DEFAULT_DATA = "shapes:3,shapes_vqa:1,easy_vqa_reasoned:2,easy_vqa_shapes:1"
+DEFAULT_DATA = "shapes:3,shapes_vqa_reasoned:1,shapes_vqa_reading:2,easy_vqa_reasoned:2,easy_vqa_shapes:1"
 
 
 def generation_metrics(

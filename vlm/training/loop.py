@@ -40,11 +40,11 @@ from vlm.training.optim import MuonAdamW, muon_matrices
 class TrainConfig:
     out_dir: str = "runs/main"
     # The run's length in steps; with a time budget (below), the most it may plan.
-    max_steps: int = 900
+    max_steps: int = 3000
     # Minutes of training steps (data loading included, validation not): after a few steps the run measures its
     # pace and plans as many steps as fit (`planned_step_count`), so one recipe fills the same minutes on a slow and
-    # a fast machine. 0: exactly max_steps.
-    time_budget_min: float = 0.0
+    # a fast machine; the main job's 12 leave room for validation within a quarter of an hour. 0: exactly max_steps.
+    time_budget_min: float = 12.0
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1
     # 5e-4 rather than 1e-3: it names far more objects right in the same steps; 2e-3 and above
@@ -101,6 +101,7 @@ def finetune_config(lr: float, **settings) -> TrainConfig:
     """A run that starts from a trained model (reward model, SCST) or a short ladder rung: one learning rate for
     every part, and AdamW, which at these small learning rates needs no orthogonalization and is what their
     figures were measured with (docs/extensions.md). `settings`: any other TrainConfig field."""
+    settings = {"time_budget_min": 0.0, **settings}  # exactly the steps asked for
     return TrainConfig(lr_decoder=lr, lr_projector=lr, lr_encoder=lr, optimizer="adamw", **settings)
 
 
