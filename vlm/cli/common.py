@@ -63,12 +63,10 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int 
     add_config_arguments(
         group,
         GenerationConfig,
-        defaults=GenerationConfig(max_new_tokens=max_new_tokens or 1),
+        defaults=GenerationConfig(max_new_tokens=max_new_tokens),
         exclude=("use_cache",),
         aliases={"num_beams": ["--beams"]},
     )
-    if max_new_tokens is None:
-        parser.set_defaults(max_new_tokens=None)
     group.add_argument(
         "--rerank",
         type=int,
