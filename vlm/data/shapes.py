@@ -304,8 +304,10 @@ def rendered_image(seed: int, split: str, index: int, image_size: int, robust: b
     set over the same images: the captions and the questions of a split share theirs. robust: the same scene drawn
     with `robust_rendering`'s variations, drawn from a generator of their own (the scene's is left as it was)."""
     scene = annotated_scene(seed, split, index).scene
-    rendering = robust_rendering(scene, random.Random(f"robust-{scene_seed(seed, split, index)}")) if robust else None
-    return render(scene, image_size, rendering or Rendering())
+    rendering = (
+        robust_rendering(scene, random.Random(f"robust-{scene_seed(seed, split, index)}")) if robust else Rendering()
+    )
+    return render(scene, image_size, rendering)
 
 
 class ShapesDataset(Dataset):
