@@ -55,3 +55,21 @@ def test_ranks_take_disjoint_shares_that_make_up_the_epoch_and_a_start_skips_the
     assert shares[0] == draws[0::2] and shares[1] == draws[1::2]
     whole.set_epoch(1, start=40)
     assert list(whole) == draws[40:]  # a resumed run goes on where it stopped
+
+
+def test_a_keyed_draw_gives_the_same_example_whichever_process_loads_it():
+    """The seed of a draw governs the data set's own random choices (varied renderings) as well as the transform's,
+    so a resumed run or another worker loads the very same example."""
+    import torch
+
+    from vlm.data.mixture import TokenizedDataset
+    from vlm.data.shapes import ShapesDataset
+    from vlm.data.transforms import build_transform
+    from vlm.model.tokenizer import Tokenizer
+
+    scenes = ShapesDataset("train", 4, varied=1.0)
+    dataset = TokenizedDataset(scenes, Tokenizer.build(scenes.texts()), build_transform(64, train=True), 40)
+    first = dataset[(2, 11)]
+    torch.rand(5)  # the global generator moves on between the two loads, as it does across processes
+    assert torch.equal(dataset[(2, 11)].image, first.image)
+    assert not torch.equal(dataset[(2, 12)].image, first.image)

@@ -30,6 +30,7 @@ from vlm.data.shapes import (
     render,
     robust_rendering,
     scene_seed,
+    varied_rendering,
 )
 from vlm.evaluation.metrics.shapes_accuracy import names_every_object
 from vlm.model.config import get_preset
@@ -433,6 +434,39 @@ def test_the_robust_split_draws_the_test_scenes_with_other_renderings():
     assert kinds == {1, 2, 3}  # no anti-aliasing, 2x bilinear, 3x box: never training's 4x Lanczos
     again = ShapesDataset("test", 3, robust=True)
     assert np.array_equal(np.asarray(again[2].image), np.asarray(robust[2].image))
+
+
+def test_varied_renderings_are_drawn_from_the_seeded_generator_for_the_chosen_share():
+    import torch
+
+    clean, varied = ShapesDataset("train", 60), ShapesDataset("train", 60, varied=0.5)
+
+    def image_under_seed(dataset, i, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return np.asarray(dataset[i].image)
+
+    changed = [not np.array_equal(np.asarray(clean[i].image), image_under_seed(varied, i, i)) for i in range(60)]
+    assert 15 <= sum(changed) <= 45  # about half the draws
+    for i in range(5):  # the same seed, the same picture (resume and any worker see the same images)
+        assert np.array_equal(image_under_seed(varied, i, 7), image_under_seed(varied, i, 7))
+    always = ShapesDataset("train", 10, varied=1.0)
+    assert all(not np.array_equal(image_under_seed(always, i, i), np.asarray(clean[i].image)) for i in range(10))
+    assert clean[3].target == always[3].target and clean[3].meta == always[3].meta  # the texts stay true
+    with pytest.raises(ValueError, match="share"):
+        ShapesDataset("train", 1, varied=1.5)
+
+
+def test_varied_renderings_stay_within_their_documented_ranges():
+    rng = random.Random(0)
+    scene = annotated_scene(0, "train", 0).scene
+    renderings = [varied_rendering(scene, rng) for _ in range(400)]
+    assert all(0.85 <= s <= 1.15 for r in renderings for s in r.size_scale)
+    assert all(abs(d) <= 15 for r in renderings for shift in r.colour_shift for d in shift)
+    assert min(min(r.background) for r in renderings) >= 180 and max(max(r.background) for r in renderings) <= 255
+    qualities = [r.jpeg_quality for r in renderings]
+    assert 100 < qualities.count(None) < 300 and all(60 <= q <= 95 for q in qualities if q is not None)
+    assert {r.supersample for r in renderings} == {1, 2, 3, 4}
 
 
 @pytest.mark.parametrize("name", ["shapes_robust", "shapes_vqa_robust"])

@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(run_dir)
         paths = data_paths(args)
         try:
-            data = load_training_data(model_config, mixture, paths, args.val_samples, run_dir if args.resume else None)
+            resume_dir = run_dir if args.resume else None
+            varied = train_config.varied_renderings if train_config.augment else 0.0
+            data = load_training_data(model_config, mixture, paths, args.val_samples, resume_dir, varied)
             if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
                 check_sources([sample_source(p) for p in data.train_parts], parse_sources(train_config.packed_sources))
         except ValueError as error:

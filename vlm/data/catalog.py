@@ -56,9 +56,12 @@ DATASET_NAMES = (
 )
 
 
-def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: str | None = None) -> Dataset:
+def build_dataset(
+    name: str, split: str, paths: DataPaths | None = None, mode: str | None = None, varied: float = 0.0
+) -> Dataset:
     """A Dataset of Samples. split: "train", "val" or "test"; mode "train" (one sample per target) or "eval"
-    (one per image or question, with every reference); by default "train" for the train split."""
+    (one per image or question, with every reference); by default "train" for the train split. varied: the share of
+    the built-in scenes drawn with varied renderings (training augmentation; other data sets ignore it)."""
     paths = paths or DataPaths()
     mode = mode or ("train" if split == "train" else "eval")
     if name in SHAPES_NAMES:
@@ -69,7 +72,7 @@ def build_dataset(name: str, split: str, paths: DataPaths | None = None, mode: s
             raise ValueError(f"{name} is a held-out test split (--split test); training never sees its renderings")
         task = "caption" if name in ("shapes", "shapes_robust") else "vqa"
         reasoned, reading = name == "shapes_vqa_reasoned", name == "shapes_vqa_reading"
-        return ShapesDataset(split, task=task, reasoned=reasoned, robust=robust, reading=reading)
+        return ShapesDataset(split, task=task, reasoned=reasoned, robust=robust, reading=reading, varied=varied)
     if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "easy_vqa_reasoned"):
         from vlm.data.easy_vqa import EasyVQA
 

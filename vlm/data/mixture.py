@@ -125,12 +125,12 @@ class TokenizedDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncodedExample:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        item: Sample | list[Sample] = self.samples[index]
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 # The CPU generator alone, which fork_rng restores: torch.manual_seed would also seed every
                 # accelerator's generator (left changed afterwards) and add lazy-init bookkeeping to every sample.
                 torch.random.default_generator.manual_seed(seed)
+            item: Sample | list[Sample] = self.samples[index]  # a data set may draw too (varied renderings)
             samples = [item[i] for i in torch.randperm(len(item))] if isinstance(item, list) else [item]
             image = self.transform(load_image(samples[0].image))
         if self.blind:

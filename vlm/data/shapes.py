@@ -13,6 +13,7 @@ import random
 from dataclasses import asdict, dataclass
 from functools import cache
 
+import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
@@ -116,6 +117,31 @@ def robust_rendering(scene: Scene, rng: random.Random) -> Rendering:
         supersample=supersample,
         resample=resample,
         jpeg_quality=75,
+    )
+
+
+def varied_rendering(scene: Scene, rng: random.Random) -> Rendering:
+    """Training's augmentation: variations of the same kinds as the robustness split's, drawn over ranges that
+    include the training renderer's own (sizes +-15%, colours up to 15 levels off per channel, background tints
+    185-255, one of four anti-aliasings, JPEG at quality 60-95 half the time). The robustness split still holds
+    scenes training never sees."""
+    count = len(scene.objects)
+    tint = rng.randint(185, 250)
+    supersample, resample = rng.choice(
+        [
+            (1, Image.Resampling.NEAREST),
+            (2, Image.Resampling.BILINEAR),
+            (3, Image.Resampling.BOX),
+            (SUPERSAMPLE, Image.Resampling.LANCZOS),
+        ]
+    )
+    return Rendering(
+        size_scale=tuple(rng.uniform(0.85, 1.15) for _ in range(count)),
+        colour_shift=tuple(tuple(rng.randint(-15, 15) for _ in range(3)) for _ in range(count)),
+        background=tuple(tint + rng.randint(-5, 5) for _ in range(3)),
+        supersample=supersample,
+        resample=resample,
+        jpeg_quality=rng.randint(60, 95) if rng.random() < 0.5 else None,
     )
 
 
@@ -325,6 +351,7 @@ class ShapesDataset(Dataset):
         reasoned: bool = False,
         robust: bool = False,
         reading: bool = False,
+        varied: float = 0.0,
     ):
         if split not in SPLIT_SIZES:
             raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
@@ -338,6 +365,11 @@ class ShapesDataset(Dataset):
         # answer off a description, with all of the sample's loss on that step.
         self.reading = reading
         self.robust = robust  # drawn with the variations of `robust_rendering`: for held-out evaluation only
+        if not 0.0 <= varied <= 1.0:
+            raise ValueError(f"varied is the share of samples drawn with `varied_rendering`, in [0, 1]; got {varied}")
+        # The share of samples drawn afresh with `varied_rendering` (training augmentation), from torch's generator,
+        # which the training loader seeds for each draw: the same images on resume and in any worker.
+        self.varied = varied
         self.num_images = SPLIT_SIZES[split] if num_images is None else num_images
         self.scenes = [annotated_scene(seed, split, i) for i in range(self.num_images)]
         # (image index, which caption or question) for every sample
@@ -352,6 +384,10 @@ class ShapesDataset(Dataset):
         return len(self.index)
 
     def image(self, image_index: int) -> Image.Image:
+        if self.varied and float(torch.rand(())) < self.varied:
+            scene = self.scenes[image_index].scene
+            rng = random.Random(int(torch.randint(0, 2**62, ())))
+            return render(scene, self.image_size, varied_rendering(scene, rng))
         return rendered_image(self.seed, self.split, image_index, self.image_size, self.robust)
 
     def __getitem__(self, position: int) -> Sample:

@@ -52,8 +52,9 @@ def load_training_data(
     paths: DataPaths,
     val_samples: int,
     resume_dir: Path | None,
+    varied_renderings: float = 0.0,
 ) -> TrainingData:
-    train_parts = [build_dataset(name, "train", paths) for name, _ in mixture]
+    train_parts = [build_dataset(name, "train", paths, varied=varied_renderings) for name, _ in mixture]
     val_parts = [limit(build_dataset(name, "val", paths), val_samples) for name, _ in mixture]
     if resume_dir is not None:
         tokenizer = Tokenizer.load(resume_dir / "checkpoints" / "last")  # the ids the weights were trained with

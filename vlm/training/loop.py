@@ -66,7 +66,10 @@ class TrainConfig:
     freeze_encoder: bool = False
     dtype: str = "auto"  # "auto" (bfloat16 where the hardware runs it fast), "bfloat16", "float32"
     compile: bool = False
-    augment: bool = True
+    augment: bool = True  # a random shift of every image; with `varied_renderings`, varied built-in scenes too
+    # The share of built-in training scenes drawn with `varied_rendering` (other sizes, colours, backgrounds,
+    # anti-aliasing, JPEG) rather than the one training rendering; only while `augment` is on.
+    varied_renderings: float = 0.0
     blind: bool = False  # replace every image by zeros: the baseline that shows what the image contributes
     seed: int = 0
     num_workers: int = 1
