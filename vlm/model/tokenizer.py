@@ -104,6 +104,13 @@ class Tokenizer:
         Path(directory, VOCAB_FILE).write_text(json.dumps(data) + "\n")
 
     @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path) -> Tokenizer:
+        """The tokenizer of a model folder or a Hugging Face Hub repo (owner/name)."""
+        from vlm.model.hub import resolve_model_folder  # hub.py builds on this module
+
+        return cls.load(resolve_model_folder(name_or_dir))
+
+    @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
         path = Path(directory, VOCAB_FILE)
         if not path.is_file():
