@@ -130,10 +130,12 @@ class Predictor:
         image: str | Image.Image | torch.Tensor,
         question: str | None = None,
         config: GenerationConfig | None = None,
+        token_ids: list[int] | None = None,
     ) -> Iterator[str]:
         """The caption (question None) or the answer to `question`, in text pieces as the model writes them; joined,
         they are what `caption` or `answer` returns. image: a file, a PIL image, or (1, N_img, D) tokens from
-        `encode`. With rerank > 1 the best of n is known only at the end, and comes as one piece."""
+        `encode`. With rerank > 1 the best of n is known only at the end, and comes as one piece. A list passed as
+        `token_ids` receives the generated ids as they come (for attention maps)."""
         prompt = self.tokenizer.caption_prompt() if question is None else self.question_prompt(question)
         config = config or (GenerationConfig() if question is None else GenerationConfig(max_new_tokens=ANSWER_TOKENS))
         config = dataclasses.replace(config, max_new_tokens=min(config.max_new_tokens, self.max_text_len - len(prompt)))
@@ -152,6 +154,8 @@ class Predictor:
                 config,
                 autocast_dtype=self.autocast_dtype,
             )
+        if token_ids is not None:
+            ids = _recorded(ids, token_ids)
         yield from strip_stream(self.tokenizer.decode_stream(ids))
 
     def answer(
@@ -207,3 +211,9 @@ def strip_stream(pieces: Iterator[str]) -> Iterator[str]:
             held = piece[len(text) :]
         else:
             held += piece
+
+
+def _recorded(ids: Iterator[int], into: list[int]) -> Iterator[int]:
+    for token in ids:
+        into.append(token)
+        yield token
