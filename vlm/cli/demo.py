@@ -32,6 +32,9 @@ from vlm.inference.predict import ANSWER_TOKENS, Predictor
 DEMO_EXTRA = "pip install -e '.[demo]'"
 EXAMPLE_SCENES = 4  # built-in test scenes (seed 0, indices 0..3) offered as examples: never seen in training
 CACHED_IMAGES = 16  # images whose tokens are kept; a session rarely looks at more
+TOKENS_PER_ROW = 6  # attention panels per row of the figure
+# The model sees 64 px images: show them large, with their pixels square rather than blurred.
+CSS = "#image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
 
 class DemoError(ValueError):
@@ -92,8 +95,12 @@ class Demo:
         prompt = predictor.tokenizer.caption_prompt()
         maps = token_attention_maps(predictor.model, pixels, prompt, token_ids, image_tokens=self.image_tokens(picture))
         tokens = [predictor.tokenizer.decode([token]) for token in token_ids]
+        # One figure row per few tokens: a single row of a whole caption would be too wide to read in the page.
+        starts = range(0, len(tokens), TOKENS_PER_ROW)
+        rows = [AttendedText(caption, tokens[i : i + TOKENS_PER_ROW], maps[i : i + TOKENS_PER_ROW]) for i in starts]
+        titles = ["the caption" if i == 0 else "(continued)" for i in starts]
         path = self.work_dir / f"attention-{hashlib.sha256(caption.encode()).hexdigest()[:12]}.png"
-        save_attention_figure(path, [picture], [AttendedText(caption, tokens, maps)], [f"caption: {caption}"])
+        save_attention_figure(path, [picture] * len(rows), rows, titles)
         return path
 
 
@@ -201,7 +208,9 @@ def build_app(demo: Demo, examples: list[Path], title: str):
         gr.Markdown(f"# {title}\nDrop or paste an image, or pick a scene below; ask it questions.")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="image", type="pil", sources=["upload", "clipboard"], height=320)
+                image = gr.Image(
+                    label="image", type="pil", sources=["upload", "clipboard"], height=320, elem_id="image"
+                )
                 _read_uploads_politely(gr, image)
                 gr.Examples([[str(p)] for p in examples], inputs=[image], label="built-in scenes (test split)")
                 with gr.Accordion("decoding options", open=False):
@@ -213,7 +222,7 @@ def build_app(demo: Demo, examples: list[Path], title: str):
                     max_new_tokens = gr.Slider(1, 64, value=32, step=1, label="caption length limit (tokens)")
             with gr.Column():
                 caption = gr.Textbox(label="caption", interactive=False, elem_id="caption")
-                attention = gr.Image(label="where each word of the caption looked", type="filepath")
+                attention = gr.Image(label="where each word of the caption looked", type="filepath", height=300)
                 chat = gr.Chatbot(label="questions", elem_id="answers", height=260)
                 question = gr.Textbox(label="question", placeholder="what color is the circle?", elem_id="question")
                 ask_button = gr.Button("Ask", elem_id="ask")
@@ -247,6 +256,7 @@ def launch(app, work_dir: Path, port: int, share: bool = False, prevent_thread_l
         allowed_paths=[str(work_dir)],
         ssr_mode=False,
         quiet=prevent_thread_lock,
+        css=CSS,
     )
 
 
