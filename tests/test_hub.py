@@ -80,6 +80,7 @@ def write_run(run_dir: Path) -> None:
     run_dir.mkdir()
     train = {"data": ["shapes", "easy_vqa"], "weights": [3.0, 1.0], "max_steps": 1289, "optimizer": "muon"}
     (run_dir / "config.json").write_text(json.dumps({"model": {}, "train": train}))
+    (run_dir / "metrics.jsonl").write_text('{"step": 10, "train_loss": 2.0}\n{"step": 20, "val_loss": 1.0}\n')
     captions = {"BLEU-4": 0.948, "METEOR": 0.683, "ROUGE-L": 0.972, "CIDEr": 6.5987, "images": 500, "blind": False}
     answers = {"metric": "exact_match", "overall": 0.99793, "questions": 9673, "per_answer_type": {"yes/no": 0.5}}
     for name, metrics in (("shapes-test", captions), ("easy_vqa-test", answers)):
@@ -96,7 +97,7 @@ def test_the_model_card_lists_the_runs_data_and_metrics(trained, tmp_path):
     assert "| shapes-test | 500 images | CIDEr | 6.599 |" in card
     assert "| shapes-test | 500 images | BLEU-4 | 0.948 |" in card
     assert "| easy_vqa-test | 9673 questions | accuracy (exact match) | 0.998 |" in card
-    assert "shapes (weight 3), easy_vqa (weight 1)" in card and "max_steps 1289" in card
+    assert "shapes (weight 3), easy_vqa (weight 1)" in card and "steps trained 20, max_steps 1289" in card
     assert 'VisionLanguageModel.from_pretrained("model")' in card
     assert "No evaluation results" in model_card(model, "bare")
 

@@ -140,8 +140,20 @@ def _training_section(run_dir: Path | None) -> list[str]:
             "The run's config.json does not name its data sets" + (f"; mixture weights {weights}." if weights else ".")
         ]
     recipe = {k: train[k] for k in ("max_steps", "batch_size", "optimizer", "lr_decoder", "seed") if k in train}
+    steps = _steps_trained(run_dir / "metrics.jsonl")
+    if steps is not None:  # a time budget may stop a run before max_steps
+        recipe = {"steps trained": steps, **recipe}
     lines.append("Recipe: " + ", ".join(f"{k} {v}" for k, v in recipe.items()) + ".")
     return lines
+
+
+def _steps_trained(metrics_log: Path) -> int | None:
+    """The last step the run's metrics.jsonl logged."""
+    if not metrics_log.is_file():
+        return None
+    steps = [json.loads(line).get("step") for line in metrics_log.read_text().splitlines() if line.strip()]
+    steps = [s for s in steps if isinstance(s, int)]
+    return max(steps) if steps else None
 
 
 def model_card(model: VisionLanguageModel, name: str, run_dir: Path | None = None) -> str:
