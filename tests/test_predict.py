@@ -50,3 +50,11 @@ def test_streamed_text_is_stripped_as_the_caption_is(predictor, image, monkeypat
 @pytest.mark.parametrize("pieces", [[" ", " a", " red ", "\n", "circle", "  "], ["x"], [" ", " "], []])
 def test_strip_stream_gives_the_pieces_of_the_stripped_text(pieces):
     assert "".join(strip_stream(iter(pieces))) == "".join(pieces).strip()
+
+
+def test_under_bfloat16_the_encoded_image_streams_the_caption_generate_makes(image):
+    tokenizer = tiny_tokenizer()
+    predictor = Predictor(tiny_model(tokenizer, seed=3), tokenizer, autocast_dtype=torch.bfloat16)
+    image_tokens = predictor.encode([image])
+    assert image_tokens.dtype == torch.bfloat16  # encoded under the same autocast as `generate` encodes
+    assert "".join(predictor.stream(image_tokens)) == predictor.caption([image])[0]

@@ -14,6 +14,7 @@ import argparse
 import functools
 import hashlib
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,7 @@ class Demo:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._image_tokens: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
 
     def read_image(self, image: str | Path | Image.Image | None) -> Image.Image:
         if image is None:
@@ -65,12 +67,13 @@ class Demo:
     def image_tokens(self, image: Image.Image) -> torch.Tensor:
         """(1, N_img, D), encoded on the first request for this image only."""
         key = hashlib.sha256(f"{image.size}{image.mode}".encode() + image.tobytes()).hexdigest()
-        if key not in self._image_tokens:
-            self._image_tokens[key] = self.predictor.encode([image])
-            if len(self._image_tokens) > CACHED_IMAGES:
-                self._image_tokens.popitem(last=False)
-        self._image_tokens.move_to_end(key)
-        return self._image_tokens[key]
+        with self._lock:  # Gradio runs the caption and a question in threads of their own
+            if key not in self._image_tokens:
+                self._image_tokens[key] = self.predictor.encode([image])
+                if len(self._image_tokens) > CACHED_IMAGES:
+                    self._image_tokens.popitem(last=False)
+            self._image_tokens.move_to_end(key)
+            return self._image_tokens[key]
 
     def caption(
         self, image, config: GenerationConfig | None = None, token_ids: list[int] | None = None

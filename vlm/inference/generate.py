@@ -98,8 +98,8 @@ def generate(
     """New token ids for each prompt (the end token not included).
 
     images: (N_images, 3, H, W) pixels, or (N_images, N_img, D) image tokens that `model.encode_images` already made
-    (a demo asking many questions about one image encodes it once); prompts: token ids per row; image_index[row] says
-    which image a row is about (default: row i uses image i), so many questions about one image encode it once.
+    (an app asking about one image over many calls encodes it once); prompts: token ids per row; image_index[row]
+    says which image a row is about (default: row i uses image i), so many questions in one call share an image.
     autocast_dtype: e.g. torch.bfloat16 to run under autocast (None or float32: off).
     """
     config = config or GenerationConfig()
@@ -107,8 +107,8 @@ def generate(
     if not prompts:
         return []
     outputs: list[list[int]] = [[] for _ in prompts]
-    # One context for the whole call: autocast keeps its cast weights until it exits (see _inference_context).
-    with _inference_context(images.device, autocast_dtype):
+    # One context for the whole call: autocast keeps its cast weights until it exits (see inference_context).
+    with inference_context(images.device, autocast_dtype):
         for tokens in _steps(model, images, prompts, eos_id, pad_id, config, image_index):
             for row, token in enumerate(tokens):
                 if token is not None:
@@ -133,7 +133,7 @@ def stream(
     while True:
         # The context is entered around each step, not held across `yield`: grad mode and autocast are per thread,
         # and the caller's code between tokens must not run inside them.
-        with _inference_context(images.device, autocast_dtype):
+        with inference_context(images.device, autocast_dtype):
             tokens = next(steps, None)
         if tokens is None:
             return
@@ -142,7 +142,8 @@ def stream(
 
 
 @contextlib.contextmanager
-def _inference_context(device: torch.device, autocast_dtype: torch.dtype | None) -> Iterator[None]:
+def inference_context(device: torch.device, autocast_dtype: torch.dtype | None) -> Iterator[None]:
+    """No gradients, and autocast to `autocast_dtype` (None or float32: off), as generation runs."""
     # Autocast caches each weight's low-precision copy while it is entered, but not under inference_mode: there
     # every step would cast every weight again. no_grad keeps the cache.
     no_grad = torch.inference_mode() if autocast_dtype in (None, torch.float32) else torch.no_grad()

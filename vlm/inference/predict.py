@@ -16,7 +16,7 @@ from PIL import Image
 from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
 from vlm.inference.attention_maps import AttendedText, token_attention_maps
-from vlm.inference.generate import GenerationConfig, generate, stream
+from vlm.inference.generate import GenerationConfig, generate, inference_context, stream
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import VisionLanguageModel
 
@@ -59,7 +59,7 @@ class Predictor:
     def encode(self, images: Sequence[str | Image.Image]) -> torch.Tensor:
         """(N, N_img, D) image tokens, which `stream` takes in place of an image: a demo that asks many questions
         about one image encodes it once."""
-        with torch.inference_mode():
+        with inference_context(self.device, self.autocast_dtype):  # as `generate` encodes them
             return self.model.encode_images(self.image_batch(images))
 
     def question_prompt(self, question: str) -> list[int]:
