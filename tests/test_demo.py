@@ -116,3 +116,15 @@ def test_the_app_captions_answers_and_refuses_a_bad_file_over_http(predictor, im
             client.predict(gradio_client.handle_file(str(notes)), *options, api_name="/caption")
     finally:
         app.close()
+
+
+def test_without_gradio_vlm_demo_says_which_extra_to_install(monkeypatch, capsys):
+    import sys
+
+    from vlm.cli import demo
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import fails as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--checkpoint", "does/not-matter"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "vlm-demo: error: vlm-demo needs gradio: pip install -e '.[demo]'\n"

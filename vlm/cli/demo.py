@@ -15,6 +15,7 @@ import functools
 import hashlib
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     args.compile = False
 
     def body() -> None:
+        # Gradio's server leaves event loops to the garbage collector: ResourceWarnings that are not the user's.
+        warnings.filterwarnings("ignore", category=ResourceWarning)
         _import_gradio()  # before loading a model: a missing extra is the first thing to say
         app, work_dir = make_app(build_predictor(args), f"vlm demo: {args.checkpoint}")
         launch(app, work_dir, args.port, share=args.share)
