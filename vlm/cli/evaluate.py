@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> None:
         predictor = build_predictor(args)
         predictor.blind = args.blind
         suffix = "-blind" if args.blind else ""
-        out = args.out or Path(args.checkpoint).parent / f"eval-{args.data}-{args.split}{suffix}"
+        # Beside the model folder's run; for a Hub repo id (owner/name) in runs/owner--name, not in the Hub's cache.
+        run_dir = (
+            Path(args.checkpoint).parent
+            if Path(args.checkpoint).is_dir()
+            else Path("runs", args.checkpoint.replace("/", "--"))
+        )
+        out = args.out or run_dir / f"eval-{args.data}-{args.split}{suffix}"
         metrics = evaluate(
             predictor, samples, out, config, args.batch_size, toolkit=not args.builtin_only, quiet=args.json
         )

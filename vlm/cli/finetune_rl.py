@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-finetune-rl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="the captioner to start from")
+    parser.add_argument(
+        "--checkpoint", default=str(DEFAULT_CHECKPOINT), help="the captioner to start from (a folder or a Hub repo id)"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("runs/scst"))
     parser.add_argument("--data", default="shapes", help="a caption set: shapes, coco or karpathy (default shapes)")
     parser.add_argument("--train-samples", type=int, default=None, help="training images (default: all)")
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-5, help="peak learning rate of every part")
     parser.add_argument("--warmup-steps", type=int, default=10)
     parser.add_argument("--reward", default="cider", choices=["cider", "reward-model"])
-    parser.add_argument("--reward-model", type=Path, default=DEFAULT_REWARD_MODEL, help="for --reward reward-model")
+    parser.add_argument("--reward-model", default=str(DEFAULT_REWARD_MODEL), help="for --reward reward-model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_data_path_arguments(parser)

@@ -28,7 +28,7 @@ from vlm.model.config import PRESETS, apply_overrides, get_preset
 from vlm.training.data import DEFAULT_DATA, generation_metrics, load_training_data
 from vlm.training.loop import TrainConfig, train
 
-NOT_FLAGS = ("weights", "betas")  # weights come with --data; betas stay the recipe's
+NOT_FLAGS = ("weights", "data", "betas")  # weights and names come with --data; betas stay the recipe's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             model_config = apply_overrides(get_preset(args.preset), args.overrides)
             mixture = parse_data_spec(args.data)
-            train_config = config_from_args(TrainConfig, args, NOT_FLAGS, weights=[w for _, w in mixture])
+            train_config = config_from_args(
+                TrainConfig, args, NOT_FLAGS, weights=[w for _, w in mixture], data=[name for name, _ in mixture]
+            )
         except ValueError as error:
             raise UsageError(str(error)) from None
         run_dir = Path(train_config.out_dir)

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-train-reward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="model folder to start from")
+    parser.add_argument(
+        "--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model folder (or Hub repo id) to start from"
+    )
     parser.add_argument("--out-dir", type=Path, default=REWARD_RUN_DIR, help="the reward model goes in OUT/model")
     parser.add_argument(
         "--data", default="shapes,shapes_vqa", help="caption and question sets (default shapes,shapes_vqa)"

@@ -57,9 +57,10 @@ def token_attention_maps(
     prompt: Sequence[int],
     generated: Sequence[int],
     method: str = "mean",
+    image_tokens: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(n_generated, side, side) maps over the image-token grid for one image (3, H, W), a prompt and the tokens
-    generated after it. Map j is the attention of the slot that predicted generated[j] (the last prompt token for
+    generated after it; `image_tokens` (1, N_img, D), if the image was already encoded, saves encoding it again. Map j is the attention of the slot that predicted generated[j] (the last prompt token for
     j = 0), restricted to the image tokens and renormalised there to sum to 1. Image token i covers the
     `reduction x reduction` block of patches at row i // side, column i % side (see vlm/model/projector.py)."""
     num_image = model.num_image_tokens
@@ -71,7 +72,8 @@ def token_attention_maps(
     try:
         input_ids = torch.tensor([list(prompt) + list(generated)], device=image.device)  # (1, T)
         weights: list[torch.Tensor] = []
-        model.text_hidden_states(model.encode_images(image[None]), input_ids, attention_weights=weights)
+        image_tokens = model.encode_images(image[None]) if image_tokens is None else image_tokens
+        model.text_hidden_states(image_tokens, input_ids, attention_weights=weights)
     finally:
         model.train(was_training)
     combined = combine_layers([w[0] for w in weights], method)  # (S, S), S = N_img + T

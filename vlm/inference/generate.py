@@ -3,12 +3,13 @@
 Batched: prompts of different lengths are left-padded (so every row's next token lands in the same slot), each row
 stops at its own end token, and several prompts may share one image, which is encoded once. With the key/value
 cache each new token costs one decoder position; `use_cache=False` recomputes the whole sequence every step (the
-baseline the cache is measured against).
+baseline the cache is measured against). `stream` yields one prompt's tokens as the same loop makes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -96,34 +97,82 @@ def generate(
 ) -> list[list[int]]:
     """New token ids for each prompt (the end token not included).
 
-    images: (N_images, 3, H, W); prompts: token ids per row; image_index[row] says which image a row is about
-    (default: row i uses image i), so many questions about one image encode it once. autocast_dtype: e.g.
-    torch.bfloat16 to run under autocast (None or float32: off).
+    images: (N_images, 3, H, W) pixels, or (N_images, N_img, D) image tokens that `model.encode_images` already made
+    (an app asking about one image over many calls encodes it once); prompts: token ids per row; image_index[row]
+    says which image a row is about (default: row i uses image i), so many questions in one call share an image.
+    autocast_dtype: e.g. torch.bfloat16 to run under autocast (None or float32: off).
     """
     config = config or GenerationConfig()
     config.validate()
     if not prompts:
         return []
+    outputs: list[list[int]] = [[] for _ in prompts]
+    # One context for the whole call: autocast keeps its cast weights until it exits (see inference_context).
+    with inference_context(images.device, autocast_dtype):
+        for tokens in _steps(model, images, prompts, eos_id, pad_id, config, image_index):
+            for row, token in enumerate(tokens):
+                if token is not None:
+                    outputs[row].append(token)
+    return outputs
+
+
+def stream(
+    model: VisionLanguageModel,
+    images: torch.Tensor,
+    prompt: Sequence[int],
+    eos_id: int,
+    pad_id: int,
+    config: GenerationConfig | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Iterator[int]:
+    """The new token ids of one prompt about images[0], each as soon as the loop makes it: what `generate` returns
+    for that prompt, one at a time. Beam search knows its winner only at the end, so it yields all at once then."""
+    config = config or GenerationConfig()
+    config.validate()
+    steps = _steps(model, images[:1], [prompt], eos_id, pad_id, config, None)
+    while True:
+        # The context is entered around each step, not held across `yield`: grad mode and autocast are per thread,
+        # and the caller's code between tokens must not run inside them.
+        with inference_context(images.device, autocast_dtype):
+            tokens = next(steps, None)
+        if tokens is None:
+            return
+        if tokens[0] is not None:
+            yield tokens[0]
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device, autocast_dtype: torch.dtype | None) -> Iterator[None]:
+    """No gradients, and autocast to `autocast_dtype` (None or float32: off), as generation runs."""
+    # Autocast caches each weight's low-precision copy while it is entered, but not under inference_mode: there
+    # every step would cast every weight again. no_grad keeps the cache.
+    no_grad = torch.inference_mode() if autocast_dtype in (None, torch.float32) else torch.no_grad()
+    with no_grad, autocast(device, autocast_dtype):
+        yield
+
+
+def _steps(model, images, prompts, eos_id, pad_id, config, image_index) -> Iterator[list[int | None]]:
+    """The loop itself: one token per row at each step, None for a row that has already ended (beam search: its
+    winners' tokens, column by column, once the search is over). The caller provides the grad/autocast context."""
     device = images.device
     image_index = list(range(len(prompts))) if image_index is None else list(image_index)
     if len(image_index) != len(prompts) or not all(0 <= i < len(images) for i in image_index):
         raise ValueError(
             f"{len(prompts)} prompts need an image each; got image_index {image_index} for {len(images)} images"
         )
-    amp = autocast(device, autocast_dtype)
-    # Autocast caches each weight's low-precision copy for the whole call, but not under inference_mode: there
-    # every step would cast every weight again. no_grad keeps the cache.
-    no_grad = torch.inference_mode() if autocast_dtype in (None, torch.float32) else torch.no_grad()
-    with no_grad, amp:
-        image_tokens = model.encode_images(images).index_select(0, torch.tensor(image_index, device=device))
-        prompt_ids, prompt_mask = left_pad([list(p) for p in prompts], pad_id)
-        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        if config.strategy == "beam":
-            return _beam_search(model, image_tokens, prompt_ids, prompt_mask, eos_id, config)
-        return _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_id, config)
+    image_tokens = images if images.dim() == 3 else model.encode_images(images)  # (N_images, N_img, D)
+    image_tokens = image_tokens.index_select(0, torch.tensor(image_index, device=device))
+    prompt_ids, prompt_mask = left_pad([list(p) for p in prompts], pad_id)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    if config.strategy == "beam":
+        winners = _beam_search(model, image_tokens, prompt_ids, prompt_mask, eos_id, config)
+        for step in range(max(map(len, winners), default=0)):
+            yield [row[step] if step < len(row) else None for row in winners]
+        return
+    yield from _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_id, config)
 
 
-def _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_id, config) -> list[list[int]]:
+def _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_id, config) -> Iterator[list]:
     stepper = _Stepper(model, image_tokens, prompt_ids, prompt_mask, config)
     logits = stepper.first_logits
     batch = len(prompt_ids)
@@ -134,7 +183,6 @@ def _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_
             generator.manual_seed(config.seed)
         else:  # a fresh random seed for this generator only: the global RNG (training's) is left alone
             generator.seed()
-    outputs: list[list[int]] = [[] for _ in range(batch)]
     finished = torch.zeros(batch, dtype=torch.bool, device=logits.device)
     for step in range(config.max_new_tokens):
         logits = logits.float()
@@ -147,14 +195,13 @@ def _greedy_or_sample(model, image_tokens, prompt_ids, prompt_mask, eos_id, pad_
         tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
         newly_finished = tokens == eos_id
         done = (finished | newly_finished).tolist()
-        for row, token in enumerate(tokens.tolist()):
-            if not done[row]:
-                outputs[row].append(token)
         finished |= newly_finished
-        if bool(finished.all()) or step == config.max_new_tokens - 1:
+        if bool(finished.all()):
+            break
+        yield [None if done[row] else token for row, token in enumerate(tokens.tolist())]
+        if step == config.max_new_tokens - 1:
             break
         logits = stepper.step(tokens)
-    return outputs
 
 
 def sample_tokens(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator) -> torch.Tensor:

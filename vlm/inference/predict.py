@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -16,7 +16,7 @@ from PIL import Image
 from vlm.data.images import load_image
 from vlm.data.transforms import build_transform
 from vlm.inference.attention_maps import AttendedText, token_attention_maps
-from vlm.inference.generate import GenerationConfig, generate
+from vlm.inference.generate import GenerationConfig, generate, inference_context, stream
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import VisionLanguageModel
 
@@ -55,6 +55,12 @@ class Predictor:
     def image_batch(self, images: Sequence[str | Image.Image]) -> torch.Tensor:
         tensor = torch.stack([self.transform(load_image(image)) for image in images]).to(self.device)
         return torch.zeros_like(tensor) if self.blind else tensor
+
+    def encode(self, images: Sequence[str | Image.Image]) -> torch.Tensor:
+        """(N, N_img, D) image tokens, which `stream` takes in place of an image: a demo that asks many questions
+        about one image encodes it once."""
+        with inference_context(self.device, self.autocast_dtype):  # as `generate` encodes them
+            return self.model.encode_images(self.image_batch(images))
 
     def question_prompt(self, question: str) -> list[int]:
         prompt = self.tokenizer.question_prompt(question)
@@ -119,6 +125,39 @@ class Predictor:
         prompts = [self.tokenizer.caption_prompt() for _ in images]
         return self.run(images, prompts, list(range(len(images))), config or GenerationConfig())
 
+    def stream(
+        self,
+        image: str | Image.Image | torch.Tensor,
+        question: str | None = None,
+        config: GenerationConfig | None = None,
+        token_ids: list[int] | None = None,
+    ) -> Iterator[str]:
+        """The caption (question None) or the answer to `question`, in text pieces as the model writes them; joined,
+        they are what `caption` or `answer` returns. image: a file, a PIL image, or (1, N_img, D) tokens from
+        `encode`. With rerank > 1 the best of n is known only at the end, and comes as one piece. A list passed as
+        `token_ids` receives the generated ids as they come (for attention maps)."""
+        prompt = self.tokenizer.caption_prompt() if question is None else self.question_prompt(question)
+        config = config or (GenerationConfig() if question is None else GenerationConfig(max_new_tokens=ANSWER_TOKENS))
+        config = dataclasses.replace(config, max_new_tokens=min(config.max_new_tokens, self.max_text_len - len(prompt)))
+        pixels_or_tokens = image if isinstance(image, torch.Tensor) else self.image_batch([image])
+        if self.rerank > 1:
+            if pixels_or_tokens.dim() == 3:
+                raise ValueError("best-of-n reranking scores the image's pixels: pass the image, not its tokens")
+            ids = iter(self.generate_ids(pixels_or_tokens, [prompt], [0], config)[0])
+        else:
+            ids = stream(
+                self.model,
+                pixels_or_tokens,
+                prompt,
+                self.tokenizer.eos_id,
+                self.tokenizer.pad_id,
+                config,
+                autocast_dtype=self.autocast_dtype,
+            )
+        if token_ids is not None:
+            ids = _recorded(ids, token_ids)
+        yield from strip_stream(self.tokenizer.decode_stream(ids))
+
     def answer(
         self,
         images: Sequence[str | Image.Image],
@@ -154,3 +193,27 @@ class Predictor:
             )
             for row, prompt, i in zip(ids, prompts, index)
         ]
+
+
+def strip_stream(pieces: Iterator[str]) -> Iterator[str]:
+    """The pieces of `"".join(pieces).strip()`: leading whitespace dropped, trailing whitespace held back until text
+    follows it."""
+    started, held = False, ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        text = piece.rstrip()
+        if text:
+            yield held + text
+            held = piece[len(text) :]
+        else:
+            held += piece
+
+
+def _recorded(ids: Iterator[int], into: list[int]) -> Iterator[int]:
+    for token in ids:
+        into.append(token)
+        yield token

@@ -45,11 +45,12 @@ def save_model(directory: str | Path, model: VisionLanguageModel, tokenizer: Tok
     tokenizer.save(directory)
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, Tokenizer]:
-    """Rebuild the model from its config and load its weights; every mismatch is reported by name and shape."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint folder {str(directory)!r} does not exist")
+def load_model(name_or_dir: str | Path, device: str | torch.device = "cpu") -> tuple[VisionLanguageModel, Tokenizer]:
+    """Rebuild the model from its config and load its weights; every mismatch is reported by name and shape.
+    name_or_dir: a model folder, or a Hugging Face Hub repo id (owner/name) that resolves to one."""
+    from vlm.model.hub import resolve_model_folder  # hub.py builds on this module
+
+    directory = resolve_model_folder(name_or_dir)
     for name in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE):
         if not (directory / name).is_file():
             raise CheckpointError(

@@ -7,8 +7,9 @@ string (accents, emoji, CJK, unseen words) still encodes and decodes exactly.
 
 from __future__ import annotations
 
+import codecs
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import tiktoken
@@ -67,11 +68,26 @@ class Tokenizer:
                 ids.extend(self._byte_model_id[b] for b in self.encoding.decode_single_token_bytes(bpe_id))
         return ids
 
+    def token_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes the non-special ids spell (a byte token alone may be part of a multi-byte character)."""
+        offset = len(SPECIAL_TOKENS)
+        return self.encoding.decode_bytes([self.bpe_ids[i - offset] for i in ids if offset <= i < self.num_tokens])
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of the non-special ids; invalid UTF-8 (a cut-off multi-byte character) becomes U+FFFD."""
-        offset = len(SPECIAL_TOKENS)
-        bpe_ids = [self.bpe_ids[i - offset] for i in ids if offset <= i < self.num_tokens]
-        return self.encoding.decode_bytes(bpe_ids).decode("utf-8", errors="replace")
+        return self.token_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """Text pieces as the ids arrive; they join to exactly `decode(ids)`. A character spelled by several byte
+        tokens is held back until its last byte has come, so no piece ends in half a character."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in ids:
+            piece = decoder.decode(self.token_bytes([token]))
+            if piece:
+                yield piece
+        piece = decoder.decode(b"", final=True)  # bytes of a character the ids never finished: U+FFFD, as decode
+        if piece:
+            yield piece
 
     # Prompt templates. The task token tells the model what to write; the answer token marks where it starts.
     def caption_prompt(self) -> list[int]:
@@ -86,6 +102,13 @@ class Tokenizer:
     def save(self, directory: str | Path) -> None:
         data = {"encoding": self.encoding_name, "special_tokens": list(SPECIAL_TOKENS), "bpe_ids": self.bpe_ids}
         Path(directory, VOCAB_FILE).write_text(json.dumps(data) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path) -> Tokenizer:
+        """The tokenizer of a model folder or a Hugging Face Hub repo (owner/name)."""
+        from vlm.model.hub import resolve_model_folder  # hub.py builds on this module
+
+        return cls.load(resolve_model_folder(name_or_dir))
 
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:

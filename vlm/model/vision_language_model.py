@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,9 @@ from vlm.model.config import VLMConfig
 from vlm.model.decoder import Decoder, KVCache
 from vlm.model.projector import Projector
 from vlm.model.vision_encoder import VisionEncoder
+
+if TYPE_CHECKING:
+    from vlm.model.tokenizer import Tokenizer
 
 F_ = TypeVar("F_", bound=Callable)
 
@@ -74,6 +78,33 @@ class VisionLanguageModel(nn.Module):
         self.projector = Projector(config.projector, config.vision.width, config.decoder.width)
         self.decoder = Decoder(config.decoder)
         assert self.vision_encoder.num_patches // config.projector.reduction**2 == config.num_image_tokens
+
+    # Hugging Face conventions (vlm/model/hub.py): a model folder or a Hub repo id in, a folder or a repo out.
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path, device: str | torch.device = "cpu") -> VisionLanguageModel:
+        """The model in a model folder or a Hub repo (owner/name); its tokenizer: `Tokenizer.from_pretrained`."""
+        from vlm.model.checkpoint import load_model
+
+        return load_model(name_or_dir, device)[0].eval()
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Tokenizer, run_dir: str | Path | None = None) -> Path:
+        """A model folder with a README.md model card (the evaluations of `run_dir`, the training run, if given)."""
+        from vlm.model.hub import save_pretrained
+
+        return save_pretrained(self, tokenizer, directory, run_dir)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        tokenizer: Tokenizer,
+        run_dir: str | Path | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Upload the model folder and its card to the Hub repo `repo_id` (needs huggingface_hub and a login)."""
+        from vlm.model.hub import push_to_hub
+
+        return push_to_hub(self, tokenizer, repo_id, run_dir, private, token)
 
     @property
     def num_image_tokens(self) -> int:

@@ -21,6 +21,7 @@ from vlm.data.batch import encode_text, left_pad
 from vlm.data.images import load_image
 from vlm.inference.predict import CandidateScorer
 from vlm.model.checkpoint import CheckpointError, load_model, save_model
+from vlm.model.hub import resolve_model_folder
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import VisionLanguageModel
 from vlm.posttrain.preferences import PreferencePair
@@ -81,7 +82,8 @@ def save_reward_model(directory: str | Path, model: RewardModel, tokenizer: Toke
 
 
 def load_reward_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[RewardModel, Tokenizer]:
-    directory = Path(directory)
+    """`directory`: a reward model folder, or a Hugging Face Hub repo id holding one."""
+    directory = resolve_model_folder(directory)
     backbone, tokenizer = load_model(directory, device)
     if not (directory / HEAD_FILE).is_file():
         raise CheckpointError(f"{directory / HEAD_FILE}: missing; {directory} is a model folder but not a reward model")

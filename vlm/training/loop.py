@@ -78,6 +78,7 @@ class TrainConfig:
     val_batches: int = 8
     epoch_size: int | None = None  # draws per epoch; default: the sum of the training sets' sizes
     weights: list[float] = field(default_factory=list)  # mixture weights, one per training set; default: by size
+    data: list[str] = field(default_factory=list)  # the training sets' names, as weights orders them (for the record)
     # "token": the mean over every target token of the batch; "sample": each sample's mean, then their mean (a
     # one-word answer then weighs as much as a caption).
     loss_mean: str = "token"

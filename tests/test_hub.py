@@ -1,0 +1,167 @@
+"""Hugging Face conventions: save_pretrained / from_pretrained, the model card, and Hub repo ids resolved from the
+local Hub cache (filled by the test: nothing goes to the network)."""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_model, tiny_tokenizer
+from PIL import Image
+
+from vlm.cli import caption
+from vlm.model.checkpoint import CheckpointError, load_model, save_model
+from vlm.model.hub import model_card, resolve_model_folder
+from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_language_model import VisionLanguageModel
+
+huggingface_hub = pytest.importorskip("huggingface_hub")  # the `hub` extra
+
+
+@pytest.fixture(scope="module")
+def trained():
+    tokenizer = tiny_tokenizer()
+    return tiny_model(tokenizer, seed=2), tokenizer
+
+
+@pytest.fixture()
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hub cache in tmp_path, offline: set in the environment (for subprocesses) and in the constants
+    huggingface_hub read from it at import."""
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Lay `folder`'s files out as a download of `repo_id`'s main branch would: blobs named by hash, a snapshot of
+    links to them, refs/main naming the snapshot's commit."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = storage / "snapshots" / commit
+    (storage / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in sorted(folder.iterdir()):
+        blob = storage / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.write_bytes(file.read_bytes())
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def image_batch(model: VisionLanguageModel) -> torch.Tensor:
+    size = model.config.vision.image_size
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_save_pretrained_then_from_pretrained_gives_identical_outputs(trained, tmp_path):
+    model, tokenizer = trained
+    folder = model.save_pretrained(tmp_path / "tiny-vlm", tokenizer)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "vocab.json"]
+    loaded = VisionLanguageModel.from_pretrained(folder)
+    ids = torch.tensor([tokenizer.question_prompt("what color is the circle?")] * 2)
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(image_batch(model), ids), model.logits(image_batch(model), ids))
+    assert Tokenizer.from_pretrained(folder).bpe_ids == tokenizer.bpe_ids
+
+
+def write_run(run_dir: Path) -> None:
+    """A run folder as vlm-train and vlm-evaluate leave it (only the files the card reads)."""
+    run_dir.mkdir()
+    train = {"data": ["shapes", "easy_vqa"], "weights": [3.0, 1.0], "max_steps": 1289, "optimizer": "muon"}
+    (run_dir / "config.json").write_text(json.dumps({"model": {}, "train": train}))
+    (run_dir / "metrics.jsonl").write_text('{"step": 10, "train_loss": 2.0}\n{"step": 20, "val_loss": 1.0}\n')
+    captions = {"BLEU-4": 0.948, "METEOR": 0.683, "ROUGE-L": 0.972, "CIDEr": 6.5987, "images": 500, "blind": False}
+    answers = {"metric": "exact_match", "overall": 0.99793, "questions": 9673, "per_answer_type": {"yes/no": 0.5}}
+    for name, metrics in (("shapes-test", captions), ("easy_vqa-test", answers)):
+        (run_dir / f"eval-{name}").mkdir()
+        (run_dir / f"eval-{name}" / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_the_model_card_lists_the_runs_data_and_metrics(trained, tmp_path):
+    model, tokenizer = trained
+    write_run(tmp_path / "run")
+    folder = model.save_pretrained(tmp_path / "run" / "model", tokenizer, run_dir=tmp_path / "run")
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: vlm\n") and "pipeline_tag: image-to-text" in card
+    assert "| shapes-test | 500 images | CIDEr | 6.599 |" in card
+    assert "| shapes-test | 500 images | BLEU-4 | 0.948 |" in card
+    assert "| easy_vqa-test | 9673 questions | accuracy (exact match) | 0.998 |" in card
+    assert "shapes (weight 3), easy_vqa (weight 1)" in card and "steps trained 20, max_steps 1289" in card
+    assert 'VisionLanguageModel.from_pretrained("model")' in card
+    assert "No evaluation results" in model_card(model, "bare")
+
+
+def test_a_hub_repo_id_resolves_from_the_local_cache(trained, tmp_path, offline_cache, capsys):
+    model, tokenizer = trained
+    save_model(tmp_path / "model", model, tokenizer)
+    snapshot = put_in_hub_cache(offline_cache, "someone/tiny-vlm", tmp_path / "model")
+    (cached,) = huggingface_hub.scan_cache_dir(offline_cache).repos  # the layout is the library's own
+    assert cached.repo_id == "someone/tiny-vlm" and cached.nb_files == 3
+    assert resolve_model_folder("someone/tiny-vlm") == snapshot
+    loaded, _ = load_model("someone/tiny-vlm")
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_images(image_batch(model)), model.encode_images(image_batch(model)))
+    image = tmp_path / "red.png"
+    Image.new("RGB", (20, 20), "red").save(image)
+    outputs = []
+    for checkpoint in ("someone/tiny-vlm", str(tmp_path / "model")):
+        caption.main([str(image), "--checkpoint", checkpoint, "--max-new-tokens", "4", "--json"])
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0][0]["image"] == str(image)
+
+
+def test_a_repo_id_missing_from_the_cache_offline_is_one_line_and_exit_2(tmp_path, offline_cache, capsys):
+    with pytest.raises(CheckpointError, match="not in the local cache .* while offline"):
+        resolve_model_folder("nobody/missing-model")
+    with pytest.raises(CheckpointError, match="checkpoint folder 'runs/absent/model' does not exist"):
+        resolve_model_folder("runs/absent/model")  # a path, not a repo id: never asked of the Hub
+    image = tmp_path / "red.png"
+    Image.new("RGB", (20, 20), "red").save(image)
+    with pytest.raises(SystemExit) as exit_:
+        caption.main([str(image), "--checkpoint", "nobody/missing-model"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and out == ""
+    assert err.startswith("vlm-caption: error: 'nobody/missing-model' is not a folder, and the Hugging Face Hub repo")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_without_huggingface_hub_a_repo_id_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
+    with pytest.raises(CheckpointError, match=r"pip install -e '\.\[hub\]'"):
+        resolve_model_folder("someone/tiny-vlm")
+
+
+def test_push_to_hub_uploads_the_model_folder_with_its_card(trained, tmp_path, monkeypatch):
+    model, tokenizer = trained
+    uploads = []
+
+    class RecordingApi:  # stands in for the Hub's HTTP API
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            assert exist_ok
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            uploads.append((repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}))
+            return type("Commit", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    url = model.push_to_hub("someone/tiny-vlm", tokenizer)
+    ((repo_id, files),) = uploads
+    assert repo_id == "someone/tiny-vlm" and url.endswith("someone/tiny-vlm/commit/0")
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors", "vocab.json"]
+    assert b'from_pretrained("someone/tiny-vlm")' in files["README.md"]
+    with pytest.raises(CheckpointError, match="not a Hugging Face Hub repo id"):
+        model.push_to_hub("no-owner", tokenizer)
