@@ -63,7 +63,9 @@ def test_a_timm_vit_small_state_dict_loads_into_the_large_preset_by_its_weights_
 
     weights = save_timm_weights("vit_small_patch16_224", tmp_path / "vits.safetensors")
     config = apply_overrides(get_preset("large"), [f"vision.weights_file={tmp_path / 'vits.safetensors'}"])
-    assert config.vision.class_token and config.vision.pretrained == "vit_small_patch16_224.augreg_in21k_ft_in1k"
+    assert config.vision.class_token and config.vision.pretrained.startswith(
+        "vit_small_patch16_224."
+    )  # timm's default tag
     encoder = VisionEncoder(config.vision)
     loaded = encoder.vit.state_dict()
     assert set(loaded) == set(weights) - {"head.weight", "head.bias"}

@@ -77,10 +77,9 @@ def pretrained_vit(config: VisionConfig, load_weights: bool) -> nn.Module:
             "not on the Hugging Face Hub); without internet, save them elsewhere and pass vision.weights_file=PATH"
         ) from None
     except RuntimeError as error:  # tensors of other shapes: another architecture's weights
-        first_line = str(error).strip().splitlines()[-1].strip()
-        raise EncoderWeightsError(
-            f"vision.weights_file {file!r} does not hold {name}'s weights: {first_line}"
-        ) from None
+        source = f"vision.weights_file {file!r}" if file is not None else f"the hub's copy of {name}"
+        last_line = str(error).strip().splitlines()[-1].strip()
+        raise EncoderWeightsError(f"{source} does not hold {name}'s weights: {last_line}") from None
     finally:
         timm_log.removeHandler(catcher)
         timm_log.setLevel(level)
