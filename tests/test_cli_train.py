@@ -58,6 +58,9 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
         (["--optimizer", "sgd"], "optimizer must be 'muon' or 'adamw', got 'sgd'"),
         (["--packed-text-len", "-1"], "packed_text_len must be 0 (off) or a number of tokens, got -1"),
         (["--packed-sources", "easy_vqa"], "packed_sources needs packing on: set packed_text_len too"),
+        (["--freeze", "encoder,head"], "freeze: no model part 'head'; the parts are encoder, projector, decoder"),
+        (["--freeze", "projector,decoder", "--freeze-encoder"], "freeze: every part frozen"),
+        (["--set", "vision.pretrained=vit_small_patch16_224", "--set", "vision.depth=6"], "vision.depth is its own"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
@@ -77,3 +80,34 @@ def test_packing_a_source_the_data_lacks_exits_2_before_training(tmp_path, capsy
 
 def test_data_spec_parsing():
     assert parse_data_spec("shapes, easy_vqa:2.5") == [("shapes", 1.0), ("easy_vqa", 2.5)]
+
+
+def test_freeze_flags_name_the_parts_training_keeps():
+    from vlm.cli.common import config_from_args
+    from vlm.cli.train import NOT_FLAGS, build_parser
+    from vlm.training.loop import TrainConfig
+
+    def frozen(argv):
+        return config_from_args(TrainConfig, build_parser().parse_args(argv), NOT_FLAGS).frozen_parts
+
+    assert frozen([]) == ()
+    assert frozen(["--freeze-encoder"]) == ("encoder",)
+    assert frozen(["--freeze", "decoder, projector"]) == ("decoder", "projector")
+    assert frozen(["--freeze", "projector", "--freeze-encoder"]) == ("projector", "encoder")
+
+
+def test_a_pretrained_encoder_that_cannot_be_downloaded_is_one_line_of_error(tmp_path, monkeypatch, capsys):
+    """Offline (HF_HUB_OFFLINE, an empty hub cache): the user is told what to do, with no traceback."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # huggingface_hub reads the variable once, at import
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    argv = ["--preset", "tiny", "--data", "shapes", "--val-samples", "2", "--out-dir", str(tmp_path / "run")]
+    argv += ["--set", "vision.pretrained=vit_small_patch16_224.augreg_in1k", "--set", "vision.image_size=32"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    error = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and error.count("\n") == 0, error
+    assert error.startswith("vlm-train: error: vision.pretrained=vit_small_patch16_224.augreg_in1k: timm could not")
+    assert "pass vision.weights_file=PATH" in error

@@ -23,7 +23,74 @@ def test_image_token_count_follows_patches_and_reduction():
     config = get_preset("default")
     assert config.vision.num_patches == 64
     assert config.num_image_tokens == 16
-    assert config.max_text_len == config.decoder.max_positions - 16
+    assert config.max_positions == 16 + config.decoder.max_text_len == 64
+    assert config.max_text_len == config.decoder.max_text_len
+
+
+def test_image_size_alone_sets_the_decoder_positions():
+    config = apply_overrides(get_preset("tiny"), ["vision.image_size=224"])
+    assert config.num_image_tokens == (224 // 8 // 2) ** 2 == 196
+    assert config.max_text_len == get_preset("tiny").max_text_len
+    assert config.max_positions == 196 + config.max_text_len
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["decoder.max_positions=48", "vision.image_size=224"], "set decoder.max_positions=none"),
+        (["vision.image_size=200"], "set vision.image_size=192"),
+        (["vision.image_size=36"], "set vision.image_size=32"),
+    ],
+)
+def test_an_image_size_that_does_not_fit_names_the_setting_to_change(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(get_preset("tiny"), overrides)
+
+
+# A config.json of the tiny preset as written before the decoder's positions followed the image size and before
+# pretrained encoders (decoder.max_positions fixed; no pretrained, mean, std, interpolation or max_text_len).
+OLD_TINY_CONFIG = {
+    "vision": {
+        "image_size": 32,
+        "patch_size": 8,
+        "width": 32,
+        "depth": 1,
+        "heads": 2,
+        "mlp_ratio": 4.0,
+        "timm_model": "vit_tiny_patch16_224",
+        "class_token": False,
+        "stem": "patch",
+        "stem_channel_mult": 1,
+        "weights_file": None,
+        "freeze": False,
+    },
+    "projector": {"reduction": 2, "mode": "pixel_shuffle", "hidden_mult": 1.0},
+    "decoder": {
+        "vocab_size": 512,
+        "max_positions": 48,
+        "width": 32,
+        "depth": 2,
+        "heads": 2,
+        "mlp_ratio": 4.0,
+        "dropout": 0.0,
+    },
+    "prefix_lm": True,
+}
+
+
+def test_a_config_written_before_the_image_size_setting_builds_the_same_model():
+    import torch
+
+    from vlm.model.vision_language_model import VisionLanguageModel
+
+    old = VLMConfig.from_dict(json.loads(json.dumps(OLD_TINY_CONFIG)))
+    assert old.max_positions == get_preset("tiny").max_positions == 48
+    models = []
+    for config in (old, get_preset("tiny")):
+        torch.manual_seed(0)
+        models.append(VisionLanguageModel(config).state_dict())
+    assert models[0].keys() == models[1].keys()
+    assert all(torch.equal(models[0][name], models[1][name]) for name in models[0])
 
 
 def test_overrides_parse_by_field_type():
@@ -41,6 +108,8 @@ def test_overrides_parse_by_field_type():
         ("decoder.depth=three", "expected a int"),
         ("projector.reduction=3", "does not divide the patch grid"),
         ("vision.stem_channel_mult=0", "vision.stem_channel_mult must be a positive whole number, got 0"),
+        ("vision.mean=0.5,0.5", "expected 3 comma-separated numbers"),
+        ("vision.interpolation=cubic", "vision.interpolation must be nearest, bilinear or bicubic"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):

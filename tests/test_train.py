@@ -311,3 +311,42 @@ def test_planned_step_count():
     assert train_module.planned_step_count(100.0, 40.0, 50, 0.5, 10_000) == 170
     assert train_module.planned_step_count(100.0, 40.0, 50, 0.5, 80) == 80  # the cap
     assert train_module.planned_step_count(100.0, 120.0, 50, 0.5, 80) == 51  # over budget: one more step at least
+
+
+@pytest.mark.parametrize("frozen", [("encoder",), ("projector", "decoder")])
+def test_frozen_parts_keep_their_weights_through_training_and_the_others_change(tmp_path, monkeypatch, frozen):
+    start, encoder_records_graph = {}, []
+    freeze_parts = train_module.freeze_parts
+
+    def record_then_freeze(model, parts):
+        start.update({name: tensor.clone() for name, tensor in model.state_dict().items()})
+        model.vision_encoder.register_forward_pre_hook(
+            lambda module, inputs: encoder_records_graph.append(torch.is_grad_enabled()) if module.training else None
+        )
+        freeze_parts(model, parts)
+
+    monkeypatch.setattr(train_module, "freeze_parts", record_then_freeze)
+    train(get_preset("tiny"), quick_config(tmp_path, max_steps=2, eval_every=2, freeze=",".join(frozen)), colour_data())
+    trained, _ = load_model(tmp_path / "run" / "model")
+    for part in ("encoder", "projector", "decoder"):
+        prefix = {"encoder": "vision_encoder."}.get(part, f"{part}.")
+        weights = {name: tensor for name, tensor in trained.state_dict().items() if name.startswith(prefix)}
+        unchanged = [torch.equal(tensor, start[name]) for name, tensor in weights.items()]
+        assert all(unchanged) if part in frozen else not any(unchanged), part
+    # In training steps a frozen encoder runs under no_grad; a trained one records its graph.
+    assert set(encoder_records_graph) == {"encoder" not in frozen}
+
+
+def test_an_image_size_set_alone_trains_a_step(tmp_path):
+    from vlm.data.transforms import encoder_transform
+    from vlm.model.config import apply_overrides
+
+    config = apply_overrides(get_preset("tiny"), ["vision.image_size=224"])
+    data = colour_data()
+    data.train_transform = encoder_transform(config.vision, train=True)
+    data.eval_transform = encoder_transform(config.vision)
+    state = train(config, quick_config(tmp_path, max_steps=1, eval_every=1, batch_size=2), data)
+    assert state.step == 1
+    model, _ = load_model(tmp_path / "run" / "model")
+    positions = model.decoder.position_embedding.num_embeddings
+    assert positions == 196 + get_preset("tiny").max_text_len

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from PIL import Image
 
 from vlm.model.config import VisionConfig
 from vlm.model.vision_encoder import VisionEncoder, conv_stem
@@ -42,3 +43,152 @@ def test_a_weights_file_with_the_conv_stem_is_refused_before_anything_is_loaded(
     weights.write_bytes(b"")
     with pytest.raises(ValueError, match="vision.stem=patch"):
         VisionEncoder(VisionConfig(stem="conv", weights_file=str(weights)))
+
+
+# Pretrained encoders: timm's architectures with random weights, saved as a user would save downloaded ones.
+
+
+def save_timm_weights(name: str, path, **kwargs) -> dict[str, torch.Tensor]:
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = {k: v.contiguous() for k, v in timm.create_model(name, pretrained=False, **kwargs).state_dict().items()}
+    save_file(weights, str(path))
+    return weights
+
+
+def test_a_timm_vit_small_state_dict_loads_into_the_large_preset_by_its_weights_file_alone(tmp_path):
+    from vlm.model.config import apply_overrides, get_preset
+
+    weights = save_timm_weights("vit_small_patch16_224", tmp_path / "vits.safetensors")
+    config = apply_overrides(get_preset("large"), [f"vision.weights_file={tmp_path / 'vits.safetensors'}"])
+    assert config.vision.class_token and config.vision.pretrained.startswith(
+        "vit_small_patch16_224."
+    )  # timm's default tag
+    encoder = VisionEncoder(config.vision)
+    loaded = encoder.vit.state_dict()
+    assert set(loaded) == set(weights) - {"head.weight", "head.bias"}
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in loaded.items())
+    assert encoder(torch.zeros(1, 3, 224, 224)).shape == (1, 196, 384)  # patch tokens alone, the class token dropped
+
+
+@pytest.mark.parametrize(
+    "name, class_token, mean, std",
+    [
+        # CLIP-style: pre-norm, a class token, OpenAI's normalization.
+        (
+            "vit_xsmall_patch16_clip_224.tinyclip_yfcc15m",
+            True,
+            (0.48145466, 0.4578275, 0.40821073),
+            (0.26862954, 0.26130258, 0.27577711),
+        ),
+        # SigLIP-style: no class token, an attention-pool head (dropped), pixels to [-1, 1].
+        ("vit_base_patch16_siglip_224.webli", False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ],
+)
+def test_clip_and_siglip_weights_load_with_the_class_token_and_normalization_of_their_pretrained_config(
+    tmp_path, name, class_token, mean, std
+):
+    from vlm.data.transforms import encoder_transform
+    from vlm.model.config import apply_overrides, get_preset
+
+    weights = save_timm_weights(name, tmp_path / "encoder.safetensors")
+    overrides = [f"vision.pretrained={name}", f"vision.weights_file={tmp_path / 'encoder.safetensors'}"]
+    # At 32 px rather than 224: timm resamples the position embeddings to the 2 x 2 grid.
+    config = apply_overrides(get_preset("tiny"), [*overrides, "vision.image_size=32"])
+    vision = config.vision
+    assert (vision.class_token, vision.mean, vision.std, vision.interpolation) == (class_token, mean, std, "bicubic")
+    encoder = VisionEncoder(vision)
+    loaded = encoder.vit.state_dict()
+    assert loaded["pos_embed"].shape[1] == class_token + 4
+    for tensor_name, tensor in loaded.items():
+        if tensor_name != "pos_embed":
+            assert torch.equal(tensor, weights[tensor_name]), tensor_name
+    assert encoder(torch.zeros(2, 3, 32, 32)).shape == (2, 4, vision.width)
+    grey = encoder_transform(vision)(Image.new("RGB", (32, 32), (128, 128, 128)))
+    assert torch.allclose(grey[:, 0, 0], (128 / 255 - torch.tensor(mean)) / torch.tensor(std))
+
+
+def test_a_model_with_a_pretrained_encoder_saves_and_reloads_its_normalization_without_the_file(tmp_path):
+    from helpers import tiny_tokenizer
+
+    from vlm.inference.predict import Predictor
+    from vlm.model.checkpoint import load_model, save_model
+    from vlm.model.config import apply_overrides, get_preset
+    from vlm.model.vision_language_model import VisionLanguageModel
+
+    name = "vit_xsmall_patch16_clip_224.tinyclip_yfcc15m"
+    save_timm_weights(name, tmp_path / "clip.safetensors")
+    overrides = [f"vision.pretrained={name}", f"vision.weights_file={tmp_path / 'clip.safetensors'}"]
+    config = apply_overrides(get_preset("tiny"), [*overrides, "vision.image_size=32"])
+    tokenizer = tiny_tokenizer()
+    config.decoder.vocab_size = tokenizer.vocab_size
+    model = VisionLanguageModel(config)
+    assert model.projector.mlp[0].in_features == 4 * 256  # the projector takes the encoder's width, 2 x 2 merged
+    save_model(tmp_path / "model", model, tokenizer)
+    (tmp_path / "clip.safetensors").unlink()  # the saved model needs neither the file nor the hub
+    loaded, _ = load_model(tmp_path / "model")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    transform = Predictor(loaded, tokenizer, "cpu").transform
+    assert torch.allclose(transform.mean.flatten(), torch.tensor(config.vision.mean))
+    assert transform.interpolation.value == "bicubic"
+
+
+def test_a_weights_file_of_another_architecture_is_named_in_one_line(tmp_path):
+    from vlm.model.config import apply_overrides, get_preset
+    from vlm.model.vision_encoder import EncoderWeightsError
+
+    save_timm_weights("vit_xsmall_patch16_clip_224", tmp_path / "clip.safetensors")
+    config = apply_overrides(get_preset("large"), [f"vision.weights_file={tmp_path / 'clip.safetensors'}"])
+    with pytest.raises(
+        EncoderWeightsError, match="does not hold vit_small_patch16_224.augreg_in21k_ft_in1k's"
+    ) as error:
+        VisionEncoder(config.vision)
+    assert "\n" not in str(error.value)
+
+
+def test_a_file_that_lacks_some_of_the_encoders_tensors_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from vlm.model.config import apply_overrides, get_preset
+    from vlm.model.vision_encoder import EncoderWeightsError
+
+    weights = save_timm_weights("vit_xsmall_patch16_clip_224", tmp_path / "clip.safetensors")
+    del weights["blocks.9.mlp.fc2.weight"]
+    save_file(weights, str(tmp_path / "clip.safetensors"))
+    overrides = [
+        "vision.pretrained=vit_xsmall_patch16_clip_224",
+        f"vision.weights_file={tmp_path / 'clip.safetensors'}",
+    ]
+    config = apply_overrides(get_preset("tiny"), [*overrides, "vision.image_size=32"])
+    with pytest.raises(EncoderWeightsError, match=r"lacks tensors of .*blocks\.9\.mlp\.fc2\.weight"):
+        VisionEncoder(config.vision)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["vision.pretrained=vit_small_patch16_224", "vision.width=512"], "vision.width is its own"),
+        (["vision.pretrained=vit_small_patch16_224.nope"], "Invalid pretrained tag"),
+        (["vision.pretrained=resnet18"], "not a timm VisionTransformer"),
+        (["vision.pretrained=vit_small_patch14_dinov2.lvd142m"], "set vision.image_size=504"),
+    ],
+)
+def test_a_pretrained_encoder_that_cannot_be_used_as_asked_says_why(overrides, message):
+    from vlm.model.config import apply_overrides, get_preset
+
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(get_preset("default"), overrides)
+
+
+def test_a_pretrained_encoder_replaces_the_presets_conv_stem_and_sizes():
+    from vlm.model.config import apply_overrides, get_preset
+
+    config = apply_overrides(
+        get_preset("default"), ["vision.pretrained=vit_small_patch14_dinov2", "vision.image_size=224"]
+    )
+    vision = config.vision
+    assert (vision.stem, vision.patch_size, vision.width, vision.depth, vision.heads) == ("patch", 14, 384, 12, 6)
+    assert vision.mean == (0.485, 0.456, 0.406) and config.num_image_tokens == 64
+    assert config.max_positions == 64 + get_preset("default").max_text_len

@@ -26,7 +26,7 @@ import torch
 
 from vlm.cli.common import UsageError, run_command
 from vlm.data.catalog import DataPaths, parse_data_spec
-from vlm.data.transforms import build_transform
+from vlm.data.transforms import encoder_transform
 from vlm.model.config import PRESETS, get_preset
 from vlm.runtime import autocast_dtype, cpu_has_fast_bf16, resolve_device
 from vlm.training.data import DEFAULT_DATA, load_training_data
@@ -127,9 +127,10 @@ def run_benchmark(args: argparse.Namespace) -> None:
     peak = None if args.skip_speed else matmul_peak(device=device)
     for preset in [] if args.skip_speed else args.presets:
         config = get_preset(preset)
-        size = config.vision.image_size
         preset_data = dataclasses.replace(
-            data, train_transform=build_transform(size, train=True), eval_transform=build_transform(size, train=False)
+            data,
+            train_transform=encoder_transform(config.vision, train=True),
+            eval_transform=encoder_transform(config.vision, train=False),
         )
         batch = first_training_batch(preset_data, config, args.batch_size, train_config.seed)
         print(f"measuring {preset} ...", flush=True)

@@ -19,6 +19,7 @@ from vlm.inference.generate import GenerationConfig
 from vlm.inference.predict import Predictor
 from vlm.model.checkpoint import CheckpointError, load_model
 from vlm.model.tokenizer import Tokenizer
+from vlm.model.vision_encoder import EncoderWeightsError
 from vlm.model.vision_language_model import VisionLanguageModel
 from vlm.posttrain.reward import RewardModel, load_reward_model
 from vlm.runtime import DeviceError, autocast_dtype, resolve_device
@@ -229,6 +230,7 @@ def run_command(prog: str, body: Callable[[], None]) -> None:
         AnnotationError,
         MissingImagesError,
         DeviceError,
+        EncoderWeightsError,
         FileNotFoundError,
     ) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

@@ -27,7 +27,7 @@ from vlm.cli.common import (
 )
 from vlm.cli.paths import DEFAULT_CHECKPOINT, REWARD_RUN_DIR
 from vlm.data.catalog import build_dataset, parse_data_spec
-from vlm.data.transforms import build_transform
+from vlm.data.transforms import encoder_transform
 from vlm.evaluation.evaluate import load_samples
 from vlm.model.checkpoint import load_model
 from vlm.posttrain.preferences import preference_pairs
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UsageError(str(error)) from None
         device = resolve_device(args.device)
         backbone, tokenizer = load_model(args.checkpoint, device)
-        size = backbone.config.vision.image_size
+        vision = backbone.config.vision
         pairs = {}
         for split, count, seed in (("train", args.train_samples, args.seed), ("val", args.eval_samples, args.seed + 1)):
             samples = []
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
             progress.set_postfix(loss=f"{loss:.4f}")
 
         losses = train_reward_model(
-            model, pairs["train"], tokenizer, build_transform(size, train=True), config, device, log
+            model, pairs["train"], tokenizer, encoder_transform(vision, train=True), config, device, log
         )
         progress.close()
-        accuracy = pairwise_accuracy(model, pairs["val"], tokenizer, build_transform(size, train=False))
+        accuracy = pairwise_accuracy(model, pairs["val"], tokenizer, encoder_transform(vision, train=False))
         save_reward_model(args.out_dir / "model", model, tokenizer)
         tail = losses[-min(20, len(losses)) :]
         metrics = {

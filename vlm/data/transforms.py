@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from vlm.model.config import VisionConfig
+
 # Images are mapped to [-1, 1]: our encoders start from random weights, so ImageNet statistics buy nothing; a
-# pretrained timm ViT loaded from a file may want its own (see its pretrained_cfg) - pass mean/std then.
+# pretrained encoder has its own, in its config (`encoder_transform`).
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
@@ -35,8 +37,10 @@ class ImageTransform:
         allow_flip: bool = False,
         mean: tuple[float, float, float] = IMAGE_MEAN,
         std: tuple[float, float, float] = IMAGE_STD,
+        interpolation: str = "bilinear",
     ):
         self.image_size, self.train, self.allow_flip = image_size, train, allow_flip
+        self.interpolation = F.InterpolationMode(interpolation)
         self.shift = max(1, round(0.06 * image_size)) if train else 0
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
@@ -45,7 +49,9 @@ class ImageTransform:
         size = self.image_size
         pixels = np.array(center_square(image).convert("RGB"))  # height x width x 3, writable
         if pixels.shape[:2] != (size, size):
-            pixels = F.resize(torch.from_numpy(pixels).permute(2, 0, 1), [size, size], antialias=True)
+            pixels = F.resize(
+                torch.from_numpy(pixels).permute(2, 0, 1), [size, size], self.interpolation, antialias=True
+            )
             pixels = pixels.permute(1, 2, 0).numpy()
         if self.train:
             # The crop of the edge-padded image at (top, left) reads rows/columns offset - shift + i, clamped to
@@ -66,8 +72,17 @@ def build_transform(
     allow_flip: bool = False,
     mean: tuple[float, float, float] = IMAGE_MEAN,
     std: tuple[float, float, float] = IMAGE_STD,
+    interpolation: str = "bilinear",
 ) -> ImageTransform:
-    return ImageTransform(image_size, train, allow_flip, mean, std)
+    return ImageTransform(image_size, train, allow_flip, mean, std, interpolation)
+
+
+def encoder_transform(vision: VisionConfig, train: bool = False) -> ImageTransform:
+    """The transform for a model's encoder: its image size, and the normalization and resize filter its weights
+    learnt with (a pretrained encoder's, from its config), the same in training, evaluation and inference."""
+    return build_transform(
+        vision.image_size, train, mean=vision.mean, std=vision.std, interpolation=vision.interpolation
+    )
 
 
 def center_square(image: Image.Image) -> Image.Image:

@@ -412,10 +412,10 @@ def generation_timings(
 
 def check_generation_fits(config: VLMConfig, tokenizer: Tokenizer, new_tokens: int, name: str) -> None:
     needed = config.num_image_tokens + len(tokenizer.caption_prompt()) + new_tokens
-    if needed > config.decoder.max_positions:
+    if needed > config.max_positions:
         raise ValueError(
-            f"{new_tokens} new tokens need {needed} positions, but preset {name!r} has "
-            f"decoder.max_positions={config.decoder.max_positions}"
+            f"{new_tokens} new tokens need {needed} positions, but preset {name!r} has {config.max_positions} "
+            f"(decoder.max_text_len={config.decoder.max_text_len} after {config.num_image_tokens} image tokens)"
         )
 
 

@@ -66,8 +66,7 @@ def load_model(name_or_dir: str | Path, device: str | torch.device = "cpu") -> t
             f"{directory}: the vocabulary has {tokenizer.vocab_size} rows but the config says decoder.vocab_size="
             f"{config.decoder.vocab_size}"
         )
-    config.vision.weights_file = None  # the encoder's weights are in the checkpoint itself
-    model = VisionLanguageModel(config)
+    model = VisionLanguageModel(config, load_encoder_weights=False)  # the encoder's weights are in the checkpoint
     try:
         weights = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError) as error:

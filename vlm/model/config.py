@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,30 @@ class VisionConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
-    # timm architecture the encoder is built from; width/depth/heads above override its sizes.
+    # timm architecture the encoder is built from; trained from scratch, width/depth/heads above override its sizes.
     timm_model: str = "vit_tiny_patch16_224"
     # Pretrained ViTs from timm carry a class token; our own encoder needs none (we keep patch tokens only).
     class_token: bool = False
     # "patch": the ViT's linear patch projection; "conv": a small convolutional stem in its place (see
-    # vlm/model/vision_encoder.py), far more sample-efficient from scratch. A weights file keeps "patch".
+    # vlm/model/vision_encoder.py), far more sample-efficient from scratch. A pretrained encoder keeps "patch".
     stem: str = "patch"
     stem_channel_mult: int = 1  # the convolutional stem's channels, as a multiple of its default widths
-    weights_file: str | None = None  # local timm/safetensors weights; never downloaded
-    freeze: bool = False
+    # A timm model with pretrained weights, e.g. "vit_small_patch16_224.augreg_in21k_ft_in1k" or
+    # "vit_base_patch16_siglip_224.webli": the encoder is that model as published, its sizes, class token,
+    # normalization, image size and resize filter read from its pretrained config (`pretrained_vision_config`);
+    # timm downloads the weights, or reads them from `weights_file`.
+    pretrained: str | None = None
+    # The pretrained weights from this local file (timm's state dict, safetensors or torch) instead of the hub.
+    weights_file: str | None = None
+    # Pixel normalization and resize filter of the images the encoder's weights learnt from; ours from scratch map
+    # pixels to [-1, 1]. The image transforms of training, evaluation and inference all read them from here.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"
+    freeze: bool = False  # kept so older config.json files load; freeze parts in training with --freeze
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = tuple(self.mean), tuple(self.std)  # JSON gives lists
 
     @property
     def grid_size(self) -> int:
@@ -56,7 +71,11 @@ class ProjectorConfig:
 class DecoderConfig:
     # A placeholder until a tokenizer is attached: the real size comes from the vocabulary (`Tokenizer.vocab_size`).
     vocab_size: int = 512
-    max_positions: int = 64  # image tokens + text tokens
+    # Text positions after the image tokens. The decoder's positions are these plus the image tokens, whose count
+    # follows from vision.image_size, vision.patch_size and projector.reduction (`VLMConfig.max_positions`).
+    max_text_len: int = 48
+    # The total fixed instead (image tokens + text); configs written before max_text_len existed give it.
+    max_positions: int | None = None
     width: int = 256
     depth: int = 4
     heads: int = 4
@@ -80,30 +99,47 @@ class VLMConfig:
         return self.vision.num_patches // self.projector.reduction**2
 
     @property
+    def max_positions(self) -> int:
+        """The decoder's positions: image tokens + text."""
+        if self.decoder.max_positions is not None:
+            return self.decoder.max_positions
+        return self.num_image_tokens + self.decoder.max_text_len
+
+    @property
     def max_text_len(self) -> int:
-        return self.decoder.max_positions - self.num_image_tokens
+        return self.max_positions - self.num_image_tokens
 
     def validate(self) -> None:
         v, p, d = self.vision, self.projector, self.decoder
+        step = v.patch_size * p.reduction  # image sides that give whole patches and whole projector blocks
+        nearest = max(step, round(v.image_size / step) * step)
         if v.image_size % v.patch_size:
-            raise ValueError(f"vision.image_size={v.image_size} is not a multiple of vision.patch_size={v.patch_size}")
+            raise ValueError(
+                f"vision.image_size={v.image_size} is not a multiple of vision.patch_size={v.patch_size}: "
+                f"set vision.image_size={nearest}"
+            )
         if v.grid_size % p.reduction:
             raise ValueError(
                 f"projector.reduction={p.reduction} does not divide the patch grid side {v.grid_size} "
-                f"(image_size {v.image_size} / patch_size {v.patch_size})"
+                f"(image_size {v.image_size} / patch_size {v.patch_size}): set vision.image_size={nearest}"
             )
         if v.stem_channel_mult < 1:
             raise ValueError(f"vision.stem_channel_mult must be a positive whole number, got {v.stem_channel_mult}")
+        if v.interpolation not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"vision.interpolation must be nearest, bilinear or bicubic, got {v.interpolation!r}")
         if p.mode not in ("pixel_shuffle", "avg_pool"):
             raise ValueError(f"projector.mode must be 'pixel_shuffle' or 'avg_pool', got {p.mode!r}")
         for name, part in (("vision", v), ("decoder", d)):
             if part.width % part.heads:
                 raise ValueError(f"{name}.width={part.width} is not divisible by {name}.heads={part.heads}")
-        if self.max_text_len < 8:
+        if d.max_positions is not None and self.max_text_len < 8:
             raise ValueError(
                 f"decoder.max_positions={d.max_positions} leaves {self.max_text_len} text positions after "
-                f"{self.num_image_tokens} image tokens; raise it"
+                f"{self.num_image_tokens} image tokens: set decoder.max_positions=none (the image tokens plus "
+                f"decoder.max_text_len={d.max_text_len}) or raise it"
             )
+        if d.max_positions is None and d.max_text_len < 8:
+            raise ValueError(f"decoder.max_text_len must be at least 8, got {d.max_text_len}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,7 +185,7 @@ PRESETS: dict[str, VLMConfig] = {
     "tiny": VLMConfig(
         vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
         projector=ProjectorConfig(reduction=2),
-        decoder=DecoderConfig(max_positions=48, width=32, depth=2, heads=2),
+        decoder=DecoderConfig(max_text_len=44, width=32, depth=2, heads=2),
     ),
     # Sized to train on a 2-core CPU: 64x64 images, 64 patches, 16 image tokens.
     # The convolutional stem: on the GPU sweep it named every object correctly on more of the validation images than
@@ -159,25 +195,25 @@ PRESETS: dict[str, VLMConfig] = {
     "default": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, stem="conv", stem_channel_mult=2),
         projector=ProjectorConfig(reduction=2),
-        decoder=DecoderConfig(max_positions=64, width=256, depth=4, heads=4),
+        decoder=DecoderConfig(max_text_len=48, width=256, depth=4, heads=4),
     ),
     # The ladder of scripts/scaling.py: 64x64 images like `default`, each rung ~3x the training FLOPs per sample
     # of the one before (scale-xs to scale-l: 25x; `default` is 2.3x scale-l).
     "scale-xs": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2),
-        decoder=DecoderConfig(max_positions=64, width=48, depth=1, heads=2),
+        decoder=DecoderConfig(max_text_len=48, width=48, depth=1, heads=2),
     ),
     "scale-s": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=48, depth=2, heads=2),
-        decoder=DecoderConfig(max_positions=64, width=64, depth=2, heads=2),
+        decoder=DecoderConfig(max_text_len=48, width=64, depth=2, heads=2),
     ),
     "scale-m": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=64, depth=2, heads=2),
-        decoder=DecoderConfig(max_positions=64, width=128, depth=2, heads=4),
+        decoder=DecoderConfig(max_text_len=48, width=128, depth=2, heads=4),
     ),
     "scale-l": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=96, depth=3, heads=4),
-        decoder=DecoderConfig(max_positions=64, width=192, depth=3, heads=4),
+        decoder=DecoderConfig(max_text_len=48, width=192, depth=3, heads=4),
     ),
     # GPU-sized: ViT-S/16 encoder at 224 px (49 image tokens after reduction), GPT-2-small-sized decoder.
     "large": VLMConfig(
@@ -185,7 +221,7 @@ PRESETS: dict[str, VLMConfig] = {
             image_size=224, patch_size=16, width=384, depth=12, heads=6, timm_model="vit_small_patch16_224"
         ),
         projector=ProjectorConfig(reduction=2),
-        decoder=DecoderConfig(max_positions=128, width=768, depth=12, heads=12),
+        decoder=DecoderConfig(max_text_len=79, width=768, depth=12, heads=12),
     ),
 }
 
@@ -197,13 +233,17 @@ def get_preset(name: str) -> VLMConfig:
 
 
 def apply_overrides(config: VLMConfig, overrides: list[str]) -> VLMConfig:
-    """Return a copy of `config` with `section.field=value` overrides applied (values parsed by the field's type)."""
+    """Return a copy of `config` with `section.field=value` overrides applied (values parsed by the field's type).
+    Naming a pretrained encoder (vision.pretrained or vision.weights_file) also sets what comes with it
+    (`pretrained_vision_config`); an image size given in the same overrides is kept (position embeddings resampled)."""
     data = config.to_dict()
+    keys = set()
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep:
             raise ValueError(f"override {override!r} is not of the form section.field=value")
-        *sections, name = key.strip().split(".")
+        key = key.strip()
+        *sections, name = key.split(".")
         target = data
         for section in sections:
             if not isinstance(target.get(section), dict):
@@ -211,14 +251,90 @@ def apply_overrides(config: VLMConfig, overrides: list[str]) -> VLMConfig:
             target = target[section]
         if name not in target:
             raise ValueError(f"override {override!r}: no config field {key!r}")
-        target[name] = _parse_like(target[name], raw.strip(), key)
+        # A field that is None now (decoder.max_positions, say) parses by its annotation's other type.
+        hint = typing.get_type_hints(_PART_CLASSES[sections[0]] if sections else VLMConfig)[name]
+        example = target[name] if target[name] is not None else typing.get_args(hint)[0]()
+        target[name] = _parse_like(example, raw.strip(), key)
+        keys.add(key)
+    vision = data["vision"]
+    if keys & {"vision.pretrained", "vision.weights_file"} and (vision["pretrained"] or vision["weights_file"]):
+        taken = sorted(k for k in keys if k.removeprefix("vision.") in PRETRAINED_FIELDS)
+        if taken:
+            raise ValueError(f"--set {taken[0]}: a pretrained encoder's {taken[0]} is its own; leave it out")
+        resolved = pretrained_vision_config(
+            _dataclass_from_dict(VisionConfig, vision, "vision"), keep_image_size="vision.image_size" in keys
+        )
+        data["vision"] = dataclasses.asdict(resolved)
     return VLMConfig.from_dict(data)
+
+
+# What a pretrained encoder's own model and pretrained config decide (the image size too, unless given).
+PRETRAINED_FIELDS = (
+    "timm_model",
+    "patch_size",
+    "width",
+    "depth",
+    "heads",
+    "mlp_ratio",
+    "class_token",
+    "stem",
+    "mean",
+    "std",
+    "interpolation",
+)
+
+
+def pretrained_vision_config(vision: VisionConfig, keep_image_size: bool = False) -> VisionConfig:
+    """`vision` with the encoder named by vision.pretrained (or, for a weights file alone, vision.timm_model at
+    timm's default pretrained tag) described as timm publishes it: sizes, class token and patch size from the model,
+    normalization, resize filter and image size (unless `keep_image_size`) from its pretrained config. Builds the
+    model on the meta device: no weights are made or read."""
+    import timm
+    import torch
+    from timm.models import VisionTransformer
+
+    name = vision.pretrained or vision.timm_model
+    setting = "vision.pretrained" if vision.pretrained else "vision.timm_model"
+    if not timm.is_model(name):
+        raise ValueError(f"{setting}={name!r} is not a timm model (timm.list_pretrained('vit_*') lists them)")
+    try:
+        with torch.device("meta"):
+            vit = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    except RuntimeError as error:  # an unknown pretrained tag
+        raise ValueError(f"{setting}={name!r}: {error}") from None
+    if not isinstance(vit, VisionTransformer):
+        raise ValueError(f"{setting}={name!r} is a {type(vit).__name__}, not a timm VisionTransformer")
+    cfg = vit.pretrained_cfg
+    hidden = getattr(getattr(vit.blocks[0], "mlp", None), "fc1", None)  # informational: timm builds the blocks
+    patch_height, patch_width = vit.patch_embed.patch_size
+    assert patch_height == patch_width, vit.patch_embed.patch_size
+    return dataclasses.replace(
+        vision,
+        pretrained=f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"],
+        timm_model=cfg["architecture"],
+        image_size=vision.image_size if keep_image_size else cfg["input_size"][-1],
+        patch_size=patch_width,
+        width=vit.embed_dim,
+        depth=len(vit.blocks),
+        heads=vit.blocks[0].attn.num_heads,
+        mlp_ratio=hidden.out_features / vit.embed_dim if hidden is not None else vision.mlp_ratio,
+        class_token=vit.cls_token is not None,
+        stem="patch",
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"),
+    )
 
 
 def _parse_like(current: Any, raw: str, key: str) -> Any:
     if raw.lower() in ("none", "null"):
         return None
     try:
+        if isinstance(current, (list, tuple)):  # e.g. vision.mean=0.5,0.5,0.5
+            values = tuple(float(part) for part in raw.split(","))
+            if len(values) != len(current):
+                raise ValueError
+            return values
         if isinstance(current, bool):
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
@@ -231,5 +347,10 @@ def _parse_like(current: Any, raw: str, key: str) -> Any:
                 raise ValueError
             return value
     except ValueError:
-        raise ValueError(f"override {key}={raw!r}: expected a {type(current).__name__}") from None
+        expected = (
+            f"{len(current)} comma-separated numbers"
+            if isinstance(current, (list, tuple))
+            else f"a {type(current).__name__}"
+        )
+        raise ValueError(f"override {key}={raw!r}: expected {expected}") from None
     return raw

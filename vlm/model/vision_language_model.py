@@ -8,6 +8,7 @@ training pass runs the decoder's per-token layers over real tokens only, not pad
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,14 +70,22 @@ class DecodingState:
         self.next_position = self.next_position.index_select(0, batch_indices)
 
 
+# The three parts, by the names training uses to freeze them (TrainConfig.freeze).
+PARTS = ("encoder", "projector", "decoder")
+
+
 class VisionLanguageModel(nn.Module):
-    def __init__(self, config: VLMConfig):
+    """load_encoder_weights: a pretrained encoder's weights are loaded while building (see VisionEncoder); off
+    where every weight comes from elsewhere (a saved model, a resumed run)."""
+
+    def __init__(self, config: VLMConfig, load_encoder_weights: bool = True):
         super().__init__()
         config.validate()
         self.config = config
-        self.vision_encoder = VisionEncoder(config.vision)
+        self.vision_encoder = VisionEncoder(config.vision, load_encoder_weights)
         self.projector = Projector(config.projector, config.vision.width, config.decoder.width)
-        self.decoder = Decoder(config.decoder)
+        # The decoder's positions follow from the image tokens and the text length, unless an older config fixed them.
+        self.decoder = Decoder(dataclasses.replace(config.decoder, max_positions=config.max_positions))
         assert self.vision_encoder.num_patches // config.projector.reduction**2 == config.num_image_tokens
 
     # Hugging Face conventions (vlm/model/hub.py): a model folder or a Hub repo id in, a folder or a repo out.
@@ -106,6 +115,12 @@ class VisionLanguageModel(nn.Module):
 
         return push_to_hub(self, tokenizer, repo_id, run_dir, private, token)
 
+    def part(self, name: str) -> nn.Module:
+        """One of PARTS: "encoder", "projector" or "decoder"."""
+        if name not in PARTS:
+            raise ValueError(f"no model part {name!r}; the parts are {', '.join(PARTS)}")
+        return {"encoder": self.vision_encoder, "projector": self.projector, "decoder": self.decoder}[name]
+
     @property
     def num_image_tokens(self) -> int:
         return self.config.num_image_tokens
@@ -117,8 +132,13 @@ class VisionLanguageModel(nn.Module):
 
     @cpu_math_attention
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, N_img, D) image tokens in the decoder's embedding space."""
-        return self.projector(self.vision_encoder(images))
+        """(B, 3, H, W) -> (B, N_img, D) image tokens in the decoder's embedding space. A frozen encoder (no
+        parameter to train) runs without recording its graph: no memory held for a backward pass it would not use."""
+        if any(p.requires_grad for p in self.vision_encoder.parameters()):
+            return self.projector(self.vision_encoder(images))
+        with torch.no_grad():
+            patches = self.vision_encoder(images)  # (B, N, Dv)
+        return self.projector(patches)
 
     def _embed(self, image_tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         text_embeddings = self.decoder.embed_tokens(input_ids)  # (B, T, D)

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import ConcatDataset
 
 from vlm.data.catalog import DataPaths, build_dataset, limit, texts_of
-from vlm.data.transforms import build_transform
+from vlm.data.transforms import encoder_transform
 from vlm.evaluation.evaluate import quick_metrics
 from vlm.inference.predict import Predictor
 from vlm.model.config import VLMConfig
@@ -60,11 +60,10 @@ def load_training_data(
         tokenizer = Tokenizer.load(resume_dir / "checkpoints" / "last")  # the ids the weights were trained with
     else:
         tokenizer = Tokenizer.build(text for part in train_parts for text in texts_of(part))
-    size = model_config.vision.image_size
     return TrainingData(
         train_parts=train_parts,
         val=ConcatDataset(val_parts),
         tokenizer=tokenizer,
-        train_transform=build_transform(size, train=True),
-        eval_transform=build_transform(size, train=False),
+        train_transform=encoder_transform(model_config.vision, train=True),
+        eval_transform=encoder_transform(model_config.vision, train=False),
     )

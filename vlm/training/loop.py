@@ -31,7 +31,7 @@ from vlm.data.packing import group_by_image, parse_sources
 from vlm.model.checkpoint import save_model, write_atomic
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
-from vlm.model.vision_language_model import VisionLanguageModel
+from vlm.model.vision_language_model import PARTS, VisionLanguageModel
 from vlm.runtime import autocast, autocast_dtype, resolve_device
 from vlm.training.optim import MuonAdamW, muon_matrices
 
@@ -63,7 +63,15 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decays to this fraction of each peak learning rate
     grad_clip: float = 1.0
-    freeze_encoder: bool = False
+    # Parts whose weights stay as they start, comma-separated from encoder, projector, decoder (e.g. a pretrained
+    # encoder, or a trained model's decoder); --freeze-encoder is the common case. A frozen encoder's features are
+    # computed without a graph for backward.
+    freeze: str = field(
+        default="", metadata={"help": "model parts to keep as they start, comma-separated: encoder, projector, decoder"}
+    )
+    freeze_encoder: bool = field(
+        default=False, metadata={"help": "keep the vision encoder as it starts (a pretrained one, say)"}
+    )
     dtype: str = "auto"  # "auto" (bfloat16 where the hardware runs it fast), "bfloat16", "float32"
     compile: bool = False
     augment: bool = True  # a random shift of every image; with `varied_renderings`, varied built-in scenes too
@@ -99,6 +107,16 @@ class TrainConfig:
             raise ValueError(f"time_budget_min must be 0 (off) or a number of minutes, got {self.time_budget_min}")
         if self.packed_sources and not self.packed_text_len:
             raise ValueError("packed_sources needs packing on: set packed_text_len too")
+        unknown = [part for part in self.frozen_parts if part not in PARTS]
+        if unknown:
+            raise ValueError(f"freeze: no model part {unknown[0]!r}; the parts are {', '.join(PARTS)}")
+        if set(self.frozen_parts) == set(PARTS):
+            raise ValueError(f"freeze: every part frozen ({self.freeze}) leaves nothing to train")
+
+    @property
+    def frozen_parts(self) -> tuple[str, ...]:
+        parts = [p.strip() for p in self.freeze.split(",") if p.strip()]
+        return tuple(dict.fromkeys(parts + ["encoder"] * self.freeze_encoder))
 
 
 def finetune_config(lr: float, **settings) -> TrainConfig:
@@ -154,6 +172,12 @@ BUDGET_CALIBRATION_STEPS = (10, 50)
 def planned_step_count(budget_s: float, spent_s: float, step: int, seconds_per_step: float, cap: int) -> int:
     """The steps done and as many more as the rest of the budget holds at the measured pace, at most `cap`."""
     return max(step + 1, min(cap, step + int((budget_s - spent_s) / seconds_per_step)))
+
+
+def freeze_parts(model: VisionLanguageModel, parts: tuple[str, ...]) -> None:
+    """The named parts (of PARTS) take no gradient and no optimizer step; call before building the optimizer."""
+    for name in parts:
+        model.part(name).requires_grad_(False)
 
 
 def build_optimizer(model: VisionLanguageModel, config: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
@@ -381,9 +405,10 @@ def train(
     run_dir = Path(config.out_dir)
     checkpoint_dir = run_dir / "checkpoints" / "last"
     model_config.decoder.vocab_size = data.tokenizer.vocab_size
-    model_config.vision.freeze = model_config.vision.freeze or config.freeze_encoder
 
-    model = VisionLanguageModel(model_config).to(torch_device)
+    # A resumed run's weights, the encoder's included, come from its checkpoint: nothing to download or read again.
+    model = VisionLanguageModel(model_config, load_encoder_weights=not resume).to(torch_device)
+    freeze_parts(model, config.frozen_parts)
     optimizer = build_optimizer(model, config)
     state = TrainState()
     if resume:
