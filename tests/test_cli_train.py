@@ -63,9 +63,10 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
         (["--set", "vision.pretrained=vit_small_patch16_224", "--set", "vision.depth=6"], "vision.depth is its own"),
     ],
 )
-def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
-        main(argv)
+        # An out-dir of the test's own: were the check ever to let the run start, it must not write to runs/main
+        main(argv + ["--out-dir", str(tmp_path / "run")] if "--out-dir" not in argv else argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
