@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         questions = args.question or [line.strip() for line in sys.stdin if line.strip()]
         if not questions:
             raise UsageError("no question given: pass --question or write questions on standard input")
+        if any(not question.strip() for question in questions):
+            raise UsageError("--question is empty: ask something about the image")
         check_attention_output(args.attention, len(questions))
         config = generation_config(args)
         predictor = build_predictor(args)
