@@ -76,3 +76,19 @@ def test_packing_a_source_the_data_lacks_exits_2_before_training(tmp_path, capsy
 
 def test_data_spec_parsing():
     assert parse_data_spec("shapes, easy_vqa:2.5") == [("shapes", 1.0), ("easy_vqa", 2.5)]
+
+
+def test_resume_before_the_first_checkpoint_starts_the_run_afresh_without_the_dead_runs_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "last.new").mkdir(parents=True)  # a first save killed half-way
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 7, "train_loss": 99.0}) + "\n")
+    (out / "model").mkdir()
+    (out / "model" / "from_the_dead_run.txt").write_text("a best model saved before the checkpoint was killed")
+    argv = ["--preset", "tiny", "--data", "shapes", "--max-steps", "2", "--batch-size", "2", "--eval-every", "2"]
+    argv += ["--val-samples", "2", "--num-workers", "0", "--dtype", "float32", "--out-dir", str(out), "--resume"]
+    main(argv)
+    assert "has no checkpoint yet (its run stopped before the first): starting it afresh" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [2] and all(r["step"] <= 2 for r in records)
+    assert (out / "checkpoints" / "last" / "trainer_state.json").is_file()
+    assert not (out / "checkpoints" / "last.new").exists() and not (out / "model" / "from_the_dead_run.txt").exists()

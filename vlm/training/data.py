@@ -20,7 +20,7 @@ from vlm.inference.predict import Predictor
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.runtime import autocast_dtype
-from vlm.training.loop import TrainingData
+from vlm.training.loop import TrainingData, last_checkpoint
 
 DEFAULT_DATA = "shapes:3,shapes_vqa_reasoned:1,shapes_vqa_reading:2,easy_vqa_reasoned:2,easy_vqa_shapes:1"
 
@@ -56,7 +56,10 @@ def load_training_data(
     train_parts = [build_dataset(name, "train", paths) for name, _ in mixture]
     val_parts = [limit(build_dataset(name, "val", paths), val_samples) for name, _ in mixture]
     if resume_dir is not None:
-        tokenizer = Tokenizer.load(resume_dir / "checkpoints" / "last")  # the ids the weights were trained with
+        checkpoint = last_checkpoint(resume_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{resume_dir} has no checkpoint to resume from")
+        tokenizer = Tokenizer.load(checkpoint)  # the ids the weights were trained with
     else:
         tokenizer = Tokenizer.build(text for part in train_parts for text in texts_of(part))
     size = model_config.vision.image_size

@@ -232,6 +232,31 @@ def init_distributed(device_choice: str) -> tuple[Distributed, torch.device]:
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer.safetensors"
+# What a run writes in its folder besides evaluations: cleared when a run that never reached its first checkpoint
+# is started again, so that nothing of the dead run (log lines, a best model, a half-written save) is taken for
+# the new one's.
+RUN_OUTPUTS = ("metrics.jsonl", "curves.png", "config.json", "model", "checkpoints")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The run's checkpoint to resume from: checkpoints/last, or the previous one that a save interrupted mid-swap
+    left as last.old; None if the run has not reached its first checkpoint."""
+    directory = run_dir / "checkpoints" / "last"
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / TRAINER_STATE).is_file():
+            return candidate
+    return None
+
+
+def clear_unfinished_run(run_dir: Path) -> None:
+    """Remove what a run that stopped before its first checkpoint left in `run_dir` (see RUN_OUTPUTS)."""
+    assert last_checkpoint(run_dir) is None, f"{run_dir} holds a checkpoint"
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def save_training_checkpoint(
@@ -261,10 +286,11 @@ def save_training_checkpoint(
 def load_training_checkpoint(
     directory: Path, model: VisionLanguageModel, optimizer: torch.optim.Optimizer
 ) -> TrainState:
-    if not (directory / TRAINER_STATE).is_file() and directory.with_name(directory.name + ".old").is_dir():
-        directory = directory.with_name(directory.name + ".old")  # a save was interrupted mid-swap
     if not (directory / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
+        found = last_checkpoint(directory.parent.parent)  # a save interrupted mid-swap leaves last.old
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
+        directory = found
     from vlm.model.checkpoint import load_model  # the model folder inside the checkpoint is an ordinary one
 
     loaded, _ = load_model(directory)
