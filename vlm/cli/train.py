@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"trained {state.step} steps; best validation loss {state.best_val_loss:.4f}; model in {run_dir / 'model'}"
         )
+        if state.unreadable_images:
+            print(
+                f"{len(state.unreadable_images)} training images could not be read (named in the warnings above); "
+                f"{state.unreadable_reads} draws took the next readable sample instead. List them with vlm-check-data."
+            )
 
     run_command("vlm-train", body)
 

@@ -64,6 +64,9 @@ class CaptionDataset(Dataset):
             source=self.source,
         )
 
+    def sample_image_ids(self) -> list[int | str]:
+        return [self.image_ids[image_index] for image_index, _ in self.rows]
+
     def texts(self) -> list[str]:
         return [caption for references in self.captions for caption in references]
 

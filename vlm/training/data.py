@@ -15,6 +15,7 @@ from torch.utils.data import ConcatDataset
 
 from vlm.data.catalog import DataPaths, build_dataset, limit, texts_of
 from vlm.data.transforms import build_transform
+from vlm.data.unreadable import readable
 from vlm.evaluation.evaluate import quick_metrics
 from vlm.inference.predict import Predictor
 from vlm.model.config import VLMConfig
@@ -31,7 +32,7 @@ def generation_metrics(
     """Validation by generating, as users will: CIDEr-D and object accuracy of captions, accuracy of answers."""
     caption_samples, question_samples = [], []
     for name, _ in mixture:
-        part = limit(build_dataset(name, "val", paths), count)
+        part = readable(limit(build_dataset(name, "val", paths), count), name)
         samples = [part[i] for i in range(len(part))]
         (caption_samples if samples and samples[0].question is None else question_samples).extend(samples)
 
@@ -54,7 +55,7 @@ def load_training_data(
     resume_dir: Path | None,
 ) -> TrainingData:
     train_parts = [build_dataset(name, "train", paths) for name, _ in mixture]
-    val_parts = [limit(build_dataset(name, "val", paths), val_samples) for name, _ in mixture]
+    val_parts = [readable(limit(build_dataset(name, "val", paths), val_samples), name) for name, _ in mixture]
     if resume_dir is not None:
         checkpoint = last_checkpoint(resume_dir)
         if checkpoint is None:

@@ -28,11 +28,13 @@ from tqdm import tqdm
 from vlm.data.batch import collate
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
 from vlm.data.packing import group_by_image, parse_sources
+from vlm.data.unreadable import count_images, failed_reads
 from vlm.model.checkpoint import save_model, write_atomic
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import VisionLanguageModel
 from vlm.runtime import autocast, autocast_dtype, resolve_device
+from vlm.training.image_failures import ImageFailures
 from vlm.training.optim import MuonAdamW, muon_matrices
 
 
@@ -83,6 +85,9 @@ class TrainConfig:
     packed_text_len: int = 0
     # With packing: the sources to pack, comma-separated (e.g. "easy_vqa"); empty packs every source.
     packed_sources: str = ""
+    # A training image that cannot be read is named once, counted and replaced by the next readable sample; the run
+    # stops when more than this share of the training set's images fail (0: at the first).
+    max_unreadable_share: float = 0.01
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("muon", "adamw"):
@@ -95,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"time_budget_min must be 0 (off) or a number of minutes, got {self.time_budget_min}")
         if self.packed_sources and not self.packed_text_len:
             raise ValueError("packed_sources needs packing on: set packed_text_len too")
+        if not 0 <= self.max_unreadable_share <= 1:
+            raise ValueError(f"max_unreadable_share must be between 0 and 1, got {self.max_unreadable_share}")
 
 
 def finetune_config(lr: float, **settings) -> TrainConfig:
@@ -124,6 +131,8 @@ class TrainState:
     best_val_loss: float = math.inf
     elapsed_s: float = 0.0
     planned_steps: int = 0  # with a time budget, the step count it planned (0: not yet)
+    unreadable_images: list[str] = field(default_factory=list)  # one message (file: reason) per unreadable file
+    unreadable_reads: int = 0  # draws whose image failed to load, each replaced by the next readable sample
 
 
 class TrainingDiverged(RuntimeError):
@@ -453,7 +462,16 @@ def train(
         dist_info.rank,
         dist_info.world_size,
     )
-    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers)
+    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers, replace_unreadable=True)
+    image_failures = ImageFailures(
+        count_images(data.train_parts),
+        config.max_unreadable_share,
+        torch_device,
+        dist_info.enabled,
+        dist_info.is_main,
+        state.unreadable_images,
+        state.unreadable_reads,
+    )
     draws_per_epoch = len(sampler) - len(sampler) % config.batch_size
     val_set = TokenizedDataset(data.val, data.tokenizer, data.eval_transform, max_text_len, config.blind)
     val_loader = DataLoader(
@@ -478,6 +496,7 @@ def train(
         with torch.random.fork_rng(devices=[]):
             batches = iter(loader)
         for batch in batches:
+            image_failures.add(failed_reads(batch))
             batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items()}
             last_micro = (micro_step + 1) % config.grad_accum == 0
             sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
@@ -490,6 +509,8 @@ def train(
             window_images += config.batch_size * dist_info.world_size
             if not last_micro:
                 continue
+            image_failures.sync()
+            state.unreadable_images, state.unreadable_reads = list(image_failures.messages), image_failures.reads
             step_loss = loss.detach().float()
             if dist_info.enabled:
                 dist.all_reduce(step_loss)
@@ -535,6 +556,7 @@ def train(
                         "lr": lr,
                         "images_per_s": images_per_s,
                         "elapsed_s": state.elapsed_s,
+                        **image_failures.record(),
                     }
                 )
             if state.step % config.eval_every == 0 or state.step == config.max_steps:
