@@ -6,6 +6,7 @@ process whatever the DataLoader's workers, can name each once, count them and st
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
@@ -86,3 +87,38 @@ def readable(dataset: Dataset, name: str = "") -> Dataset:
 def failed_reads(batch: dict) -> list[str]:
     """Take the unreadable files' messages out of a batch (none in a batch made by plain `collate`)."""
     return batch.pop(UNREADABLE_KEY, [])
+
+
+def image_files(dataset: Dataset) -> list[str]:
+    """The distinct image files a data set reads, without loading them (none for images drawn in memory)."""
+    if hasattr(dataset, "image_paths"):  # COCO, Karpathy, VQAv2
+        files = list(dataset.image_paths)
+    elif isinstance(getattr(dataset, "paths", None), dict):  # easy-VQA: image id -> file
+        files = list(dataset.paths.values())
+    else:
+        files = [str(s.image) for s in (dataset[i] for i in range(len(dataset))) if isinstance(s.image, (str, Path))]
+    return sorted({str(path) for path in files})
+
+
+def read_error(path: str) -> str | None:
+    """Why the image at `path` cannot be used (the loader's message), or None if it loads."""
+    try:
+        load_image(path)
+    except ImageLoadError as error:
+        return str(error)
+    return None
+
+
+def find_unreadable(paths: list[str], workers: int) -> list[tuple[str, str]]:
+    """(file, the loader's message) for every file of `paths` that cannot be used, decoding each once, in
+    `workers` processes (decoding is CPU-bound: threads would share one core)."""
+    from tqdm import tqdm
+
+    if workers <= 1:
+        errors = [read_error(path) for path in tqdm(paths, desc="checking", unit="image")]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunk = max(1, min(256, len(paths) // (8 * workers)))
+            results = pool.map(read_error, paths, chunksize=chunk)
+            errors = list(tqdm(results, total=len(paths), desc="checking", unit="image"))
+    return [(path, error) for path, error in zip(paths, errors) if error is not None]
