@@ -89,12 +89,12 @@ def test_training_replaces_unreadable_images_names_each_once_and_counts_them(coc
 def test_more_unreadable_images_than_the_share_allows_stop_with_one_line_and_exit_2(
     coco_with_bad_files, tmp_path, capsys
 ):
-    # 3 of 10 images is over the default share of 1%.
+    # 3 bad of the 9 training images (one of the 10 is held out for validation) is over the default 1%.
     with pytest.raises(SystemExit) as exit_:
         train_main(train_argv(coco_with_bad_files, tmp_path / "run", "--num-workers", "0"))
     error = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in error
-    assert "vlm-train: error: 1 of the 10 training images (10.0%) could not be read, more than" in error
+    assert "vlm-train: error: 1 of the 9 training images (11.1%) could not be read, more than" in error
     assert "--max-unreadable-share 0.01 allows" in error
 
 

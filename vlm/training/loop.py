@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from vlm.data.batch import collate
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
+from vlm.data.overlap import RECORD_NAME, write_training_images
 from vlm.data.packing import group_by_image, parse_sources
 from vlm.data.unreadable import count_images, failed_reads
 from vlm.model.checkpoint import save_model, write_atomic
@@ -244,7 +245,7 @@ OPTIMIZER_STATE = "optimizer.safetensors"
 # What a run writes in its folder besides evaluations: cleared when a run that never reached its first checkpoint
 # is started again, so that nothing of the dead run (log lines, a best model, a half-written save) is taken for
 # the new one's.
-RUN_OUTPUTS = ("metrics.jsonl", "curves.png", "config.json", "model", "checkpoints")
+RUN_OUTPUTS = ("metrics.jsonl", "curves.png", "config.json", RECORD_NAME, "model", "checkpoints")
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -429,6 +430,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {"model": model_config.to_dict(), "train": asdict(config), "world_size": dist_info.world_size}
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        write_training_images(run_dir, data.train_parts)  # evaluation refuses test images among them
     log = RunLog(run_dir, dist_info.is_main)
     log.truncate_after(state.step)
 
