@@ -31,5 +31,6 @@ with warnings.catch_warnings(record=True) as warned:
     except UnreadableImagesError:
         stopped = True
 (out / f"rank{rank}.json").write_text(json.dumps({**first, "stopped": stopped, "total": len(failures.messages)}))
-dist.barrier()
-dist.destroy_process_group()
+if dist.is_initialized():  # the stop leaves the process group itself
+    dist.barrier()
+    dist.destroy_process_group()

@@ -137,3 +137,4 @@ def test_ranks_share_their_unreadable_files_warn_once_on_rank_0_and_stop_togethe
     assert rank0["messages"] == rank1["messages"] == both and rank0["reads"] == rank1["reads"] == 3
     assert len(rank0["warnings"]) == 2 and rank1["warnings"] == []
     assert rank0["stopped"] and rank1["stopped"] and rank0["total"] == rank1["total"] == 4
+    assert "terminate called" not in result.stderr

@@ -63,6 +63,9 @@ class ImageFailures:
                     f"unreadable training image, replaced by the next readable sample: {message}", stacklevel=2
                 )
         if len(self.messages) > self.max_share * self.image_count:
+            if self.distributed:  # every rank stops here, at the same step: leave the group as a finished run does
+                dist.barrier()
+                dist.destroy_process_group()
             raise UnreadableImagesError(
                 f"{len(self.messages)} of the {self.image_count} training images ({self.share:.1%}) could not be read, "
                 f"more than --max-unreadable-share {self.max_share:g} allows; list them all with vlm-check-data and "
