@@ -138,3 +138,17 @@ def test_ranks_share_their_unreadable_files_warn_once_on_rank_0_and_stop_togethe
     assert len(rank0["warnings"]) == 2 and rank1["warnings"] == []
     assert rank0["stopped"] and rank1["stopped"] and rank0["total"] == rank1["total"] == 4
     assert "terminate called" not in result.stderr
+
+
+def test_a_resumed_run_keeps_the_count_and_names_no_file_twice(coco_with_bad_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = train_argv(coco_with_bad_files, out, "--max-unreadable-share", "0.5", "--num-workers", "0")
+    train_main([*argv, "--eval-every", "5", "--max-steps", "5"])
+    first = capsys.readouterr().err
+    assert all(f"train2017/{name}:" in first for name in BAD)  # all three met before the checkpoint
+    train_main([*argv, "--eval-every", "5", "--resume"])
+    second = capsys.readouterr()
+    assert "unreadable training image" not in second.err
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "train_loss" in line][-1]
+    assert last["step"] == 10 and last["unreadable_images"] == 3
+    assert "3 training images could not be read" in second.out

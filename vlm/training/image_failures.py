@@ -18,7 +18,8 @@ from vlm.data.errors import UnreadableImagesError
 
 class ImageFailures:
     """`messages` (file and reason, one per distinct unreadable file) and `reads` (failed reads, each replaced by
-    another sample) are the run's totals over all ranks; a resumed run starts from its checkpoint's."""
+    another sample) are the run's totals over all ranks; a resumed run starts from its checkpoint's. The list of
+    `messages` given is appended to in place (the training state's, saved with each checkpoint)."""
 
     def __init__(
         self,
@@ -32,7 +33,7 @@ class ImageFailures:
     ):
         self.image_count, self.max_share = image_count, max_share
         self.device, self.distributed, self.is_main = device, distributed, is_main
-        self.messages = list(messages or [])
+        self.messages = messages if messages is not None else []
         self.reads = reads
         self._known = set(self.messages)
         self._pending: list[str] = []  # this rank's failed reads since the last `sync`

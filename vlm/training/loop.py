@@ -512,7 +512,7 @@ def train(
             if not last_micro:
                 continue
             image_failures.sync()
-            state.unreadable_images, state.unreadable_reads = list(image_failures.messages), image_failures.reads
+            state.unreadable_reads = image_failures.reads  # (state.unreadable_images grows in place)
             step_loss = loss.detach().float()
             if dist_info.enabled:
                 dist.all_reduce(step_loss)
