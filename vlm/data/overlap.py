@@ -33,7 +33,7 @@ def training_images(parts: list[Dataset]) -> dict[str, list[int | str]]:
 
 
 def write_training_images(run_dir: Path, parts: list[Dataset]) -> None:
-    """`run_dir/train_images.json`: one line per namespace, ids sorted (a few MB for COCO's 118k images)."""
+    """`run_dir/train_images.json`: one line per namespace, its ids sorted, so the file reads and diffs well."""
     lines = [
         f"{json.dumps(name)}: {json.dumps(ids, separators=(',', ':'))}" for name, ids in training_images(parts).items()
     ]
