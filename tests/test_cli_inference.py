@@ -143,6 +143,8 @@ def test_caption_and_ask_rerank_with_a_reward_model(checkpoint, reward_checkpoin
             ["--image", "missing.png", "--question", "what?"],
             "vlm-ask: error: missing.png: image file not found",
         ),
+        (ask.main, ["--image", "{images}/0.png", "--question", ""], "vlm-ask: error: --question is empty"),
+        (ask.main, ["--image", "{images}/0.png", "--question", "what?", "--question", " \t"], "--question is empty"),
         (ask.main, ["--image", "{images}/0.png", "--device", "cuda:99"], "--device cuda:99: no such CUDA GPU"),
         (ask.main, ["--image", "{images}/0.png", "--device", "gpu"], "--device 'gpu' is not a device"),
         (caption.main, ["{images}/0.png", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),

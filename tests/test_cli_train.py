@@ -112,3 +112,19 @@ def test_a_pretrained_encoder_that_cannot_be_downloaded_is_one_line_of_error(tmp
     assert exit_.value.code == 2 and error.count("\n") == 0, error
     assert error.startswith("vlm-train: error: vision.pretrained=vit_small_patch16_224.augreg_in1k: timm could not")
     assert "pass vision.weights_file=PATH" in error
+
+
+def test_resume_before_the_first_checkpoint_starts_the_run_afresh_without_the_dead_runs_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "last.new").mkdir(parents=True)  # a first save killed half-way
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 7, "train_loss": 99.0}) + "\n")
+    (out / "model").mkdir()
+    (out / "model" / "from_the_dead_run.txt").write_text("a best model saved before the checkpoint was killed")
+    argv = ["--preset", "tiny", "--data", "shapes", "--max-steps", "2", "--batch-size", "2", "--eval-every", "2"]
+    argv += ["--val-samples", "2", "--num-workers", "0", "--dtype", "float32", "--out-dir", str(out), "--resume"]
+    main(argv)
+    assert "has no checkpoint yet (its run stopped before the first): starting it afresh" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train_loss" in r] == [2] and all(r["step"] <= 2 for r in records)
+    assert (out / "checkpoints" / "last" / "trainer_state.json").is_file()
+    assert not (out / "checkpoints" / "last.new").exists() and not (out / "model" / "from_the_dead_run.txt").exists()

@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         questions = args.question or [line.strip() for line in sys.stdin if line.strip()]
         if not questions:
             raise UsageError("no question given: pass --question or write questions on standard input")
+        if any(not question.strip() for question in questions):
+            raise UsageError("--question is empty: ask something about the image")
         check_attention_output(args.attention, len(questions))
         if args.stream and (args.json or args.attention):
             raise UsageError("--stream prints text as it comes; it does not combine with --json or --attention")

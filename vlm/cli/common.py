@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vlm.cli.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.data.catalog import DataPaths
-from vlm.data.errors import AnnotationError, MissingImagesError
+from vlm.data.errors import AnnotationError, MissingImagesError, UnreadableImagesError
 from vlm.data.images import ImageLoadError
 from vlm.inference.generate import GenerationConfig
 from vlm.inference.predict import Predictor
@@ -229,6 +229,7 @@ def run_command(prog: str, body: Callable[[], None]) -> None:
         ImageLoadError,
         AnnotationError,
         MissingImagesError,
+        UnreadableImagesError,
         DeviceError,
         EncoderWeightsError,
         FileNotFoundError,

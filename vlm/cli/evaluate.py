@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from vlm.cli.common import (
@@ -25,6 +26,8 @@ from vlm.cli.common import (
     run_command,
 )
 from vlm.data.catalog import DATASET_NAMES, build_dataset
+from vlm.data.overlap import find_training_record, seen_in_training
+from vlm.data.sample import Sample
 from vlm.evaluation.evaluate import ANSWER_TOKENS, CAPTION_TOKENS, evaluate, format_table, load_samples
 
 
@@ -41,12 +44,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--blind", action="store_true", help="feed zeros instead of images (a model trained blind)")
     parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="evaluate even on images the model's run folder records among its training images",
+    )
+    parser.add_argument(
         "--builtin-only", action="store_true", help="captions: the built-in CIDEr-D only (no Java, no toolkit)"
     )
     add_data_path_arguments(parser)
     add_model_arguments(parser, batched=True)
     add_decoding_arguments(parser, max_new_tokens=None)  # by task: captions CAPTION_TOKENS, answers ANSWER_TOKENS
     return parser
+
+
+def check_not_trained_on(samples: list[Sample], args: argparse.Namespace) -> None:
+    """Refuse (or with --allow-overlap, warn about) test images that the model's run trained on."""
+    record = find_training_record(Path(args.checkpoint))
+    seen = seen_in_training(record, samples) if record is not None else []
+    if not seen:
+        return
+    images = len({sample.image_id for sample in samples})
+    examples = ", ".join(map(str, seen[:5]))
+    message = (
+        f"{len(seen)} of the {images} images of --data {args.data} --split {args.split} are among the training "
+        f"images of {args.checkpoint} (recorded in {record}), e.g. image ids {examples}"
+    )
+    if not args.allow_overlap:
+        raise UsageError(
+            f"{message}: scores on them would be inflated. Evaluate on images the model has not seen (COCO: train on "
+            "--data karpathy, test on --data karpathy --split test), or pass --allow-overlap"
+        )
+    warnings.warn(f"{message}; evaluating on them as --allow-overlap asks", stacklevel=2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UsageError(f"--data {args.data} --split {args.split}: {error}") from None
         if not samples:
             raise UsageError(f"--data {args.data} --split {args.split} has no samples")
+        check_not_trained_on(samples, args)
         is_caption = samples[0].question is None
         if args.max_new_tokens is None:
             args.max_new_tokens = CAPTION_TOKENS if is_caption else ANSWER_TOKENS

@@ -10,6 +10,7 @@ vlm-train --out-dir runs/main --resume         # continue a run exactly where it
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from vlm.data.catalog import parse_data_spec
 from vlm.data.packing import check_sources, parse_sources, sample_source
 from vlm.model.config import PRESETS, apply_overrides, get_preset
 from vlm.training.data import DEFAULT_DATA, generation_metrics, load_training_data
-from vlm.training.loop import TrainConfig, train
+from vlm.training.loop import TrainConfig, clear_unfinished_run, last_checkpoint, train
 
 NOT_FLAGS = ("weights", "data", "betas")  # weights and names come with --data; betas stay the recipe's
 
@@ -73,9 +74,17 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = Path(train_config.out_dir)
         if args.overwrite and not args.resume and run_dir.exists():
             shutil.rmtree(run_dir)
+        resume = args.resume
+        if resume and last_checkpoint(run_dir) is None:
+            # Killed before its first checkpoint: nothing to continue, so the run starts again, cleared of what the
+            # dead one left (a best model or log lines that would read as the new run's).
+            print(f"vlm-train: {run_dir} has no checkpoint yet (its run stopped before the first): starting it afresh")
+            if os.environ.get("RANK", "0") == "0":
+                clear_unfinished_run(run_dir)
+            resume = False
         paths = data_paths(args)
         try:
-            resume_dir = run_dir if args.resume else None
+            resume_dir = run_dir if resume else None
             varied = train_config.varied_renderings if train_config.augment else 0.0
             data = load_training_data(model_config, mixture, paths, args.val_samples, resume_dir, varied)
             if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
@@ -83,10 +92,15 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as error:
             raise UsageError(str(error)) from None
         on_validate = generation_metrics(mixture, paths, args.val_samples, data.tokenizer, train_config.blind)
-        state = train(model_config, train_config, data, resume=args.resume, device=args.device, on_validate=on_validate)
+        state = train(model_config, train_config, data, resume=resume, device=args.device, on_validate=on_validate)
         print(
             f"trained {state.step} steps; best validation loss {state.best_val_loss:.4f}; model in {run_dir / 'model'}"
         )
+        if state.unreadable_images:
+            print(
+                f"{len(state.unreadable_images)} training images could not be read (named in the warnings above); "
+                f"{state.unreadable_reads} draws took the next readable sample instead. List them with vlm-check-data."
+            )
 
     run_command("vlm-train", body)
 

@@ -15,7 +15,9 @@ from vlm.data.sample import Sample
 
 @dataclass
 class DataPaths:
-    coco_root: str = "data/coco/prepared"  # annotations/captions_{train,val}2017.json, train2017/, val2017/
+    # annotations/captions_{train,val}2017.json, train2017/, val2017/; --data coco trains on train2017 less a 1%
+    # validation share, and tests on val2017
+    coco_root: str = "data/coco/prepared"
     karpathy_json: str = "data/coco/prepared/dataset_coco.json"
     karpathy_images: str = "data/coco/prepared"  # image paths in the JSON are relative to this folder
     vqa_root: str = (
@@ -85,11 +87,16 @@ def build_dataset(
     if name == "coco":
         from vlm.data.coco import CocoCaptions
 
-        # COCO 2017 has no public test captions: its val set is the usual held-out split.
-        folder = {"train": "train2017", "val": "val2017", "test": "val2017"}[split]
+        # COCO 2017 has no public test captions: val2017 is the test split, and validation (choosing checkpoints)
+        # is a held-out share of train2017 (`validation_images`), so that the two never share an image.
+        folder = "val2017" if split == "test" else "train2017"
         root = Path(paths.coco_root)
         return CocoCaptions(
-            root / "annotations" / f"captions_{folder}.json", root / folder, mode=mode, on_missing=paths.on_missing
+            root / "annotations" / f"captions_{folder}.json",
+            root / folder,
+            mode=mode,
+            on_missing=paths.on_missing,
+            part="all" if split == "test" else split,
         )
     if name == "karpathy":
         from vlm.data.coco import KarpathyCaptions

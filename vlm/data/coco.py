@@ -9,6 +9,7 @@ MissingImagesError at construction, or with on_missing="skip" are left out and c
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -18,6 +19,17 @@ from vlm.data.errors import AnnotationError
 from vlm.data.sample import Sample
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval", "train+restval")
+COCO_PARTS = ("all", "train", "val")
+# COCO 2017 has no public test captions, so its val set is the test split here and validation is carved out of
+# train2017: this share of its images (5k val images are held out for testing; ~1.2k of 118k choose checkpoints).
+VALIDATION_SHARE = 0.01
+
+
+def validation_images(image_ids: list[int | str], share: float = VALIDATION_SHARE) -> set[int | str]:
+    """`share` of the images (at least one), chosen by a hash of their ids: the same whatever order a file lists
+    them in, on every machine and Python (crc32, unlike hash(), is not salted per process)."""
+    by_hash = sorted(image_ids, key=lambda image_id: (zlib.crc32(str(image_id).encode()), str(image_id)))
+    return set(by_hash[: max(1, round(len(by_hash) * share))])
 
 
 class CaptionDataset(Dataset):
@@ -64,13 +76,18 @@ class CaptionDataset(Dataset):
             source=self.source,
         )
 
+    def sample_image_ids(self) -> list[int | str]:
+        return [self.image_ids[image_index] for image_index, _ in self.rows]
+
     def texts(self) -> list[str]:
         return [caption for references in self.captions for caption in references]
 
 
 class CocoCaptions(CaptionDataset):
     """COCO `captions_{train,val}{2014,2017}.json`: {"images": [{"id", "file_name"}], "annotations": [{"image_id",
-    "caption"}]}; image files are `image_dir/file_name`. Images without any caption are left out."""
+    "caption"}]}; image files are `image_dir/file_name`. Images without any caption are left out.
+
+    part: "all" the file's images; "val" the `validation_images` held out of them; "train" the rest."""
 
     def __init__(
         self,
@@ -78,7 +95,9 @@ class CocoCaptions(CaptionDataset):
         image_dir: str | Path,
         mode: str = "train",
         on_missing: str = "error",
+        part: str = "all",
     ):
+        check_choice("part", part, COCO_PARTS)
         data = read_json(annotation_file, dict)
         for key in ("images", "annotations"):
             field(data, key, list, annotation_file, "the top level")
@@ -102,6 +121,12 @@ class CocoCaptions(CaptionDataset):
             if image_id not in index_of:
                 raise AnnotationError(f"{annotation_file}: {where}: 'image_id' {image_id!r} is not in 'images'")
             captions[index_of[image_id]].append(clean_text(caption))
+        if part != "all":
+            held_out = validation_images(image_ids)
+            keep = [i for i, image_id in enumerate(image_ids) if (image_id in held_out) == (part == "val")]
+            image_ids, image_paths = [image_ids[i] for i in keep], [image_paths[i] for i in keep]
+            captions = [captions[i] for i in keep]
+        self.part = part
         super().__init__(image_ids, image_paths, captions, annotation_file, "coco", mode, on_missing)
 
 

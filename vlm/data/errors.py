@@ -10,3 +10,8 @@ class AnnotationError(ValueError):
 
 class MissingImagesError(FileNotFoundError):
     """Images that an annotation file names but that are not on disk; the message says how many, with examples."""
+
+
+class UnreadableImagesError(ValueError):
+    """More of a training set's images failed to load than the run allows; the message says how many and how to
+    list them."""

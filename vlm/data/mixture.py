@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vlm.data.batch import EncodedExample, collate, encode_example, encode_packed
 from vlm.data.images import load_image
 from vlm.data.sample import Sample
+from vlm.data.unreadable import ReplacingUnreadable, collate_reporting_unreadable
 from vlm.model.tokenizer import Tokenizer
 
 
@@ -142,13 +143,20 @@ class TokenizedDataset(Dataset):
 
 
 def training_loader(
-    dataset: TokenizedDataset, sampler: MixtureSampler, batch_size: int, num_workers: int = 0
+    dataset: TokenizedDataset,
+    sampler: MixtureSampler,
+    batch_size: int,
+    num_workers: int = 0,
+    replace_unreadable: bool = False,
 ) -> DataLoader:
+    """replace_unreadable: a draw whose image cannot be read takes the next readable sample, and each batch lists
+    the failed files under `UNREADABLE_KEY` (vlm/data/unreadable.py); otherwise such a draw raises ImageLoadError."""
+    collate_fn = collate_reporting_unreadable if replace_unreadable else collate
     return DataLoader(
-        dataset,
+        ReplacingUnreadable(dataset) if replace_unreadable else dataset,
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=partial(collate, pad_id=dataset.tokenizer.pad_id),
+        collate_fn=partial(collate_fn, pad_id=dataset.tokenizer.pad_id),
         num_workers=num_workers,
         persistent_workers=False,
         drop_last=True,

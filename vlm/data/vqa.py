@@ -127,6 +127,9 @@ class VQADataset(Dataset):
             },
         )
 
+    def sample_image_ids(self) -> list[int]:
+        return [image_id for _, image_id, _ in self.rows]
+
     def texts(self) -> list[str]:
         return [
             text

@@ -15,12 +15,13 @@ from torch.utils.data import ConcatDataset
 
 from vlm.data.catalog import DataPaths, build_dataset, limit, texts_of
 from vlm.data.transforms import encoder_transform
+from vlm.data.unreadable import readable
 from vlm.evaluation.evaluate import quick_metrics
 from vlm.inference.predict import Predictor
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.runtime import autocast_dtype
-from vlm.training.loop import TrainingData
+from vlm.training.loop import TrainingData, last_checkpoint
 
 DEFAULT_DATA = "shapes:3,shapes_vqa_reasoned:1,shapes_vqa_reading:2,easy_vqa_reasoned:2,easy_vqa_shapes:1"
 
@@ -31,7 +32,7 @@ def generation_metrics(
     """Validation by generating, as users will: CIDEr-D and object accuracy of captions, accuracy of answers."""
     caption_samples, question_samples = [], []
     for name, _ in mixture:
-        part = limit(build_dataset(name, "val", paths), count)
+        part = readable(limit(build_dataset(name, "val", paths), count), name)
         samples = [part[i] for i in range(len(part))]
         (caption_samples if samples and samples[0].question is None else question_samples).extend(samples)
 
@@ -55,9 +56,12 @@ def load_training_data(
     varied_renderings: float = 0.0,
 ) -> TrainingData:
     train_parts = [build_dataset(name, "train", paths, varied=varied_renderings) for name, _ in mixture]
-    val_parts = [limit(build_dataset(name, "val", paths), val_samples) for name, _ in mixture]
+    val_parts = [readable(limit(build_dataset(name, "val", paths), val_samples), name) for name, _ in mixture]
     if resume_dir is not None:
-        tokenizer = Tokenizer.load(resume_dir / "checkpoints" / "last")  # the ids the weights were trained with
+        checkpoint = last_checkpoint(resume_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{resume_dir} has no checkpoint to resume from")
+        tokenizer = Tokenizer.load(checkpoint)  # the ids the weights were trained with
     else:
         tokenizer = Tokenizer.build(text for part in train_parts for text in texts_of(part))
     return TrainingData(

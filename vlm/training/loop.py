@@ -27,12 +27,15 @@ from tqdm import tqdm
 
 from vlm.data.batch import collate
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
+from vlm.data.overlap import RECORD_NAME, write_training_images
 from vlm.data.packing import group_by_image, parse_sources
+from vlm.data.unreadable import count_images, failed_reads
 from vlm.model.checkpoint import save_model, write_atomic
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import PARTS, VisionLanguageModel
 from vlm.runtime import autocast, autocast_dtype, resolve_device
+from vlm.training.image_failures import ImageFailures
 from vlm.training.optim import MuonAdamW, muon_matrices
 
 
@@ -95,6 +98,9 @@ class TrainConfig:
     packed_text_len: int = 0
     # With packing: the sources to pack, comma-separated (e.g. "easy_vqa"); empty packs every source.
     packed_sources: str = ""
+    # A training image that cannot be read is named once, counted and replaced by the next readable sample; the run
+    # stops when more than this share of the training set's images fail (0: at the first).
+    max_unreadable_share: float = 0.01
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("muon", "adamw"):
@@ -107,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"time_budget_min must be 0 (off) or a number of minutes, got {self.time_budget_min}")
         if self.packed_sources and not self.packed_text_len:
             raise ValueError("packed_sources needs packing on: set packed_text_len too")
+        if not 0 <= self.max_unreadable_share <= 1:
+            raise ValueError(f"max_unreadable_share must be between 0 and 1, got {self.max_unreadable_share}")
         unknown = [part for part in self.frozen_parts if part not in PARTS]
         if unknown:
             raise ValueError(f"freeze: no model part {unknown[0]!r}; the parts are {', '.join(PARTS)}")
@@ -146,6 +154,8 @@ class TrainState:
     best_val_loss: float = math.inf
     elapsed_s: float = 0.0
     planned_steps: int = 0  # with a time budget, the step count it planned (0: not yet)
+    unreadable_images: list[str] = field(default_factory=list)  # one message (file: reason) per unreadable file
+    unreadable_reads: int = 0  # draws whose image failed to load, each replaced by the next readable sample
 
 
 class TrainingDiverged(RuntimeError):
@@ -260,6 +270,31 @@ def init_distributed(device_choice: str) -> tuple[Distributed, torch.device]:
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer.safetensors"
+# What a run writes in its folder besides evaluations: cleared when a run that never reached its first checkpoint
+# is started again, so that nothing of the dead run (log lines, a best model, a half-written save) is taken for
+# the new one's.
+RUN_OUTPUTS = ("metrics.jsonl", "curves.png", "config.json", RECORD_NAME, "model", "checkpoints")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The run's checkpoint to resume from: checkpoints/last, or the previous one that a save interrupted mid-swap
+    left as last.old; None if the run has not reached its first checkpoint."""
+    directory = run_dir / "checkpoints" / "last"
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / TRAINER_STATE).is_file():
+            return candidate
+    return None
+
+
+def clear_unfinished_run(run_dir: Path) -> None:
+    """Remove what a run that stopped before its first checkpoint left in `run_dir` (see RUN_OUTPUTS)."""
+    assert last_checkpoint(run_dir) is None, f"{run_dir} holds a checkpoint"
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def save_training_checkpoint(
@@ -289,10 +324,11 @@ def save_training_checkpoint(
 def load_training_checkpoint(
     directory: Path, model: VisionLanguageModel, optimizer: torch.optim.Optimizer
 ) -> TrainState:
-    if not (directory / TRAINER_STATE).is_file() and directory.with_name(directory.name + ".old").is_dir():
-        directory = directory.with_name(directory.name + ".old")  # a save was interrupted mid-swap
     if not (directory / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
+        found = last_checkpoint(directory.parent.parent)  # a save interrupted mid-swap leaves last.old
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
+        directory = found
     from vlm.model.checkpoint import load_model  # the model folder inside the checkpoint is an ordinary one
 
     loaded, _ = load_model(directory)
@@ -423,6 +459,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {"model": model_config.to_dict(), "train": asdict(config), "world_size": dist_info.world_size}
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        write_training_images(run_dir, data.train_parts)  # evaluation refuses test images among them
     log = RunLog(run_dir, dist_info.is_main)
     log.truncate_after(state.step)
 
@@ -456,7 +493,16 @@ def train(
         dist_info.rank,
         dist_info.world_size,
     )
-    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers)
+    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers, replace_unreadable=True)
+    image_failures = ImageFailures(
+        count_images(data.train_parts),
+        config.max_unreadable_share,
+        torch_device,
+        dist_info.enabled,
+        dist_info.is_main,
+        state.unreadable_images,
+        state.unreadable_reads,
+    )
     draws_per_epoch = len(sampler) - len(sampler) % config.batch_size
     val_set = TokenizedDataset(data.val, data.tokenizer, data.eval_transform, max_text_len, config.blind)
     val_loader = DataLoader(
@@ -481,6 +527,7 @@ def train(
         with torch.random.fork_rng(devices=[]):
             batches = iter(loader)
         for batch in batches:
+            image_failures.add(failed_reads(batch))
             batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items()}
             last_micro = (micro_step + 1) % config.grad_accum == 0
             sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
@@ -493,6 +540,8 @@ def train(
             window_images += config.batch_size * dist_info.world_size
             if not last_micro:
                 continue
+            image_failures.sync()
+            state.unreadable_reads = image_failures.reads  # (state.unreadable_images grows in place)
             step_loss = loss.detach().float()
             if dist_info.enabled:
                 dist.all_reduce(step_loss)
@@ -538,6 +587,7 @@ def train(
                         "lr": lr,
                         "images_per_s": images_per_s,
                         "elapsed_s": state.elapsed_s,
+                        **image_failures.record(),
                     }
                 )
             if state.step % config.eval_every == 0 or state.step == config.max_steps:
