@@ -69,7 +69,14 @@ class TrainConfig:
     augment: bool = True
     blind: bool = False  # replace every image by zeros: the baseline that shows what the image contributes
     seed: int = 0
-    num_workers: int = 1
+    # Data loader worker processes per training process. -1 (auto): from the cores this process may use, shared with
+    # the other training processes of the machine, one left for the step (vlm/data/mixture.py: default_num_workers);
+    # 0: load in the training process itself.
+    num_workers: int = -1
+    # Caption sets (COCO, Karpathy): an image's captions drawn one after another, so that a batch holds them
+    # together and decodes the image once rather than once per caption (vlm/data/mixture.py: mixture_order).
+    # False: every caption drawn on its own, as the built-in sets always are.
+    group_captions: bool = True
     log_every: int = 10
     eval_every: int = 250
     val_batches: int = 8
@@ -352,7 +359,7 @@ def validation_loss(
     for i, batch in enumerate(loader):
         if i >= batches:
             break
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with amp:
             loss = model(**batch)
         targets = int((batch["target_mask"] & batch["attention_mask"]).sum())
@@ -426,12 +433,17 @@ def train(
         config.seed,
         dist_info.rank,
         dist_info.world_size,
+        [getattr(part, "image_groups", lambda: None)() for part in parts] if config.group_captions else None,
     )
-    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers)
+    pin_memory = torch_device.type == "cuda"  # page-locked batches: the non_blocking copies below then overlap
+    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers, pin_memory)
     draws_per_epoch = len(sampler) - len(sampler) % config.batch_size
     val_set = TokenizedDataset(data.val, data.tokenizer, data.eval_transform, max_text_len, config.blind)
     val_loader = DataLoader(
-        val_set, batch_size=config.batch_size, collate_fn=lambda b: collate(b, data.tokenizer.pad_id)
+        val_set,
+        batch_size=config.batch_size,
+        collate_fn=lambda b: collate(b, data.tokenizer.pad_id),
+        pin_memory=pin_memory,
     )
 
     progress = tqdm(
