@@ -418,13 +418,15 @@ def train(
     parts, weights = data.train_parts, config.weights or None
     if config.packed_text_len:
         parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources))
+    train_transform = data.train_transform if config.augment else data.eval_transform
     train_set = TokenizedDataset(
         MixtureDataset(parts),
         data.tokenizer,
-        data.train_transform if config.augment else data.eval_transform,
+        train_transform,
         max_text_len,
         config.blind,
         config.packed_text_len or None,
+        uint8_images=True,  # normalised below, on the training device
     )
     sampler = MixtureSampler(
         [len(p) for p in parts],
@@ -465,6 +467,8 @@ def train(
             batches = iter(loader)
         for batch in batches:
             batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items()}
+            if batch["images"].dtype == torch.uint8:
+                batch["images"] = train_transform.normalise(batch["images"])
             last_micro = (micro_step + 1) % config.grad_accum == 0
             sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
             with sync, amp:
