@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vlm.data.batch import collate
-from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
+from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, resolve_num_workers, training_loader
 from vlm.data.packing import group_by_image, parse_sources
+from vlm.data.shards import ShardStream
 from vlm.model.checkpoint import save_model, write_atomic
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
@@ -131,6 +133,7 @@ class TrainState:
     best_val_loss: float = math.inf
     elapsed_s: float = 0.0
     planned_steps: int = 0  # with a time budget, the step count it planned (0: not yet)
+    stream_workers: int = -1  # a shard stream's loader workers, which its order depends on (-1: not streaming)
 
 
 class TrainingDiverged(RuntimeError):
@@ -369,6 +372,31 @@ def validation_loss(
     return total / max(count, 1)
 
 
+def shard_loader(
+    stream: ShardStream,
+    tokenizer: Tokenizer,
+    transform: Callable,
+    config: TrainConfig,
+    max_text_len: int,
+    dist_info: Distributed,
+    pin_memory: bool,
+    state: TrainState,
+) -> DataLoader:
+    """Batches streamed from shards, this process's share (see ShardStream). Its workers do not persist: each
+    epoch starts them afresh with the epoch's shard assignment."""
+    encoder = TokenizedDataset(stream, tokenizer, transform, max_text_len, config.blind, uint8_images=True)
+    rank, world_size, workers = dist_info.rank, dist_info.world_size, state.stream_workers
+    stream.configure(config.batch_size, config.seed, rank, world_size, workers, encoder.encode)
+    return DataLoader(
+        stream,
+        batch_size=config.batch_size,
+        collate_fn=partial(collate, pad_id=tokenizer.pad_id),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+    )
+
+
 def train(
     model_config: VLMConfig,
     config: TrainConfig,
@@ -419,27 +447,38 @@ def train(
     if config.packed_text_len:
         parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources))
     train_transform = data.train_transform if config.augment else data.eval_transform
-    train_set = TokenizedDataset(
-        MixtureDataset(parts),
-        data.tokenizer,
-        train_transform,
-        max_text_len,
-        config.blind,
-        config.packed_text_len or None,
-        uint8_images=True,  # normalised below, on the training device
-    )
-    sampler = MixtureSampler(
-        [len(p) for p in parts],
-        weights,
-        config.epoch_size,
-        config.seed,
-        dist_info.rank,
-        dist_info.world_size,
-        [getattr(part, "image_groups", lambda: None)() for part in parts] if config.group_captions else None,
-    )
     pin_memory = torch_device.type == "cuda"  # page-locked batches: the non_blocking copies below then overlap
-    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers, pin_memory)
-    draws_per_epoch = len(sampler) - len(sampler) % config.batch_size
+    order: MixtureSampler | ShardStream
+    if any(isinstance(part, ShardStream) for part in parts):
+        if len(parts) != 1 or config.packed_text_len:
+            raise ValueError("a shard stream trains on its own and unpacked (no other data set, no packed_text_len)")
+        order = parts[0]
+        # The stream's order depends on its worker count: a resumed run keeps the one it started with.
+        if state.stream_workers < 0:
+            state.stream_workers = resolve_num_workers(config.num_workers)
+        loader = shard_loader(
+            order, data.tokenizer, train_transform, config, max_text_len, dist_info, pin_memory, state
+        )
+    else:
+        train_set = TokenizedDataset(
+            MixtureDataset(parts),
+            data.tokenizer,
+            train_transform,
+            max_text_len,
+            config.blind,
+            config.packed_text_len or None,
+            uint8_images=True,  # normalised below, on the training device
+        )
+        order = MixtureSampler(
+            [len(p) for p in parts],
+            weights,
+            config.epoch_size,
+            config.seed,
+            dist_info.rank,
+            dist_info.world_size,
+            [getattr(part, "image_groups", lambda: None)() for part in parts] if config.group_captions else None,
+        )
+        loader = training_loader(train_set, order, config.batch_size, config.num_workers, pin_memory)
     val_set = TokenizedDataset(data.val, data.tokenizer, data.eval_transform, max_text_len, config.blind)
     val_loader = DataLoader(
         val_set,
@@ -457,11 +496,12 @@ def train(
     micro_step = 0
     model.train()
     while state.step < config.max_steps:
-        if state.position >= draws_per_epoch:
+        order.set_epoch(state.epoch)
+        if state.position >= len(order) - len(order) % config.batch_size:  # the draws of whole batches
             state.epoch, state.position = state.epoch + 1, 0
-        sampler.set_epoch(state.epoch, state.position)
+        order.set_epoch(state.epoch, state.position)
         # Starting a DataLoader's iteration draws a seed from the global RNG, which dropout also draws from. Every
-        # draw carries its own seed (MixtureSampler), so that one is not needed; left to draw, it would shift a
+        # draw carries its own seed (MixtureSampler, ShardStream), so that one is not needed; left to draw, it would shift a
         # resumed run's dropout, whose iteration starts mid-epoch where the uninterrupted run's did not.
         with torch.random.fork_rng(devices=[]):
             batches = iter(loader)
