@@ -152,3 +152,49 @@ def test_make_shards_then_train_on_them_from_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         make_shards(["--data", "shapes_vqa", "--out", str(out), "--splits", "val"])
     assert stop.value.code == 2 and "shards hold caption sets" in capsys.readouterr().err
+
+
+def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_losses(shards, tmp_path, monkeypatch):
+    """The crash falls mid-epoch (24 captions, 4 per step: the step-3 checkpoint is 12 draws in, 6 batches of 2
+    taken from two workers in turn), so the losses match only if the stream resumes at the next draw."""
+    import torch
+    from test_train import losses, quick_config
+
+    import vlm.training.loop as train_module
+    from vlm.data.catalog import limit
+    from vlm.data.transforms import build_transform
+    from vlm.model.config import get_preset
+    from vlm.model.tokenizer import Tokenizer
+    from vlm.training.loop import TrainingData, train
+
+    folder, _ = shards
+
+    def data() -> TrainingData:
+        stream = ShardStream(folder)
+        return TrainingData(
+            train_parts=[stream],
+            val=limit(ShardCaptions(folder, "train"), 4),
+            tokenizer=Tokenizer.build(stream.texts()),
+            train_transform=build_transform(32, train=True),
+            eval_transform=build_transform(32),
+        )
+
+    settings = dict(batch_size=2, grad_accum=2, max_steps=8, eval_every=3, num_workers=2)
+    train(get_preset("tiny"), quick_config(tmp_path / "a", **settings), data())
+    uninterrupted = losses(tmp_path / "a" / "run")
+    save = train_module.save_training_checkpoint
+
+    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
+        save(directory, model, tokenizer, optimizer, state, config)
+        if state.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(get_preset("tiny"), quick_config(tmp_path / "b", **settings), data())
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save)
+    # Resumed with another worker count: the run keeps the two workers its stream's order was made with.
+    resumed_settings = {**settings, "num_workers": 0}
+    state = train(get_preset("tiny"), quick_config(tmp_path / "b", **resumed_settings), data(), resume=True)
+    assert state.step == 8 and state.stream_workers == 2
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "b" / "run")), torch.tensor(uninterrupted))
