@@ -152,6 +152,9 @@ def test_make_shards_then_train_on_them_from_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         make_shards(["--data", "shapes_vqa", "--out", str(out), "--splits", "val"])
     assert stop.value.code == 2 and "shards hold caption sets" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        train([*settings, "--data", "shards,shapes", "--shards-dir", str(out), "--out-dir", str(tmp_path / "mixed")])
+    assert stop.value.code == 2 and "trains on the shards alone" in capsys.readouterr().err
 
 
 def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_losses(shards, tmp_path, monkeypatch):

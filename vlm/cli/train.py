@@ -24,6 +24,7 @@ from vlm.cli.common import (
 from vlm.cli.paths import MAIN_RUN_DIR
 from vlm.data.catalog import parse_data_spec
 from vlm.data.packing import check_sources, parse_sources, sample_source
+from vlm.data.shards import ShardStream
 from vlm.model.config import PRESETS, apply_overrides, get_preset
 from vlm.training.data import DEFAULT_DATA, generation_metrics, load_training_data
 from vlm.training.loop import TrainConfig, train
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         paths = data_paths(args)
         try:
             data = load_training_data(model_config, mixture, paths, args.val_samples, run_dir if args.resume else None)
+            streams = [part for part in data.train_parts if isinstance(part, ShardStream)]
+            if streams and (len(data.train_parts) > 1 or train_config.packed_text_len):
+                raise UsageError("--data shards trains on the shards alone (no other data set) and unpacked")
             if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
                 check_sources([sample_source(p) for p in data.train_parts], parse_sources(train_config.packed_sources))
         except ValueError as error:
