@@ -123,6 +123,20 @@ def test_a_resumed_stream_goes_on_at_the_next_draw(shards, workers, taken_batche
     assert streamed(stream, workers, 2) == whole[taken_batches * 2 :]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core machine, on purpose
+def test_a_stream_resumes_at_the_next_draw_after_a_worker_has_run_out(tmp_path):
+    annotation_file, image_dir = coco_photos(tmp_path / "coco", images=9)  # shards of 12, 12 and 3 captions
+    write_shards(CocoCaptions(annotation_file, image_dir, mode="eval"), tmp_path / "shards", "train", shard_size=4)
+    stream = ShardStream(tmp_path / "shards")
+    stream.configure(batch_size=2, workers=3)  # a shard each: 6, 6 and 1 batches
+    stream.set_epoch(0)
+    whole = streamed(stream, 3, 2)
+    assert len(whole) == 26
+    for taken_batches in range(2, 13):  # from the third batch, the worker of the short shard has run out
+        stream.set_epoch(0, start=taken_batches * 2)
+        assert streamed(stream, 3, 2) == whole[taken_batches * 2 :], taken_batches
+
+
 def test_too_few_shards_for_the_processes_and_a_missing_index_are_named(shards, tmp_path):
     folder, _ = shards
     with pytest.raises(AnnotationError, match="4 train shards for 8 processes"):

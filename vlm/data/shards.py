@@ -282,8 +282,11 @@ class ShardStream(IterableDataset):
             raise RuntimeError("ShardStream.configure's workers must be the DataLoader's num_workers")
         order = self.batch_order()
         taken = self.start // self.batch_size
-        # The DataLoader starts its turns at worker 0; the interrupted run's next turn was worker taken % n.
-        role = (worker_id + taken) % self.workers
+        if taken >= len(order):
+            return
+        # The DataLoader starts its turns at worker 0; the interrupted run's next turn was that of the worker of
+        # batch `taken`: worker j plays the part of the worker j turns after it.
+        role = (worker_id + order[taken][0]) % self.workers
         mine = [(q, b) for q, (w, b) in enumerate(order) if w == role]
         done = sum(1 for w, _ in order[:taken] if w == role)
         todo = mine[done:]
