@@ -455,7 +455,10 @@ def train(
         order = parts[0]
         # The stream's order depends on its worker count: a resumed run keeps the one it started with.
         if state.stream_workers < 0:
-            state.stream_workers = resolve_num_workers(config.num_workers)
+            workers = torch.tensor(resolve_num_workers(config.num_workers), device=torch_device)
+            if dist_info.enabled:  # every process must split its shards alike (machines may differ in cores)
+                dist.all_reduce(workers, op=dist.ReduceOp.MIN)
+            state.stream_workers = int(workers)
         loader = shard_loader(
             order, data.tokenizer, train_transform, config, max_text_len, dist_info, pin_memory, state
         )
@@ -539,7 +542,8 @@ def train(
                 if state.step == first:
                     calibration_start_s = steps_s
                 elif state.step == last:
-                    pace = torch.tensor((steps_s - calibration_start_s) / (last - first))
+                    # On the training device: NCCL reduces GPU tensors only.
+                    pace = torch.tensor((steps_s - calibration_start_s) / (last - first), device=torch_device)
                     if dist_info.enabled:  # every rank plans the same count: the slowest one's
                         dist.all_reduce(pace, op=dist.ReduceOp.MAX)
                     budget_s = config.time_budget_min * 60
