@@ -246,7 +246,7 @@ def training_loader(
     pin_memory: bool = False,
 ) -> DataLoader:
     """pin_memory: batches in page-locked memory, so that copies to a GPU with non_blocking=True overlap the
-    step (CUDA only). Workers persist across epochs: restarting them costs seconds per epoch on a large set."""
+    step (CUDA only). Workers persist across epochs rather than being started, and sent the data set, afresh."""
     workers = resolve_num_workers(num_workers)
     return DataLoader(
         dataset,
