@@ -31,17 +31,16 @@ def capture_model(model, config, fused=False):
 
 
 draws = []
-load = TokenizedDataset.__getitem__
+load = TokenizedDataset.__getitems__  # the DataLoader fetches a batch's keys at once
 
 
-def record_draw(self, key):
-    if isinstance(key, tuple):  # (index, sample seed): a training draw; validation keys are plain indices
-        draws.append(list(key))
-    return load(self, key)
+def record_draws(self, keys):
+    draws.extend(list(key) for key in keys if isinstance(key, tuple))  # validation keys are plain indices
+    return load(self, keys)
 
 
 train_module.build_optimizer = capture_model
-TokenizedDataset.__getitem__ = record_draw
+TokenizedDataset.__getitems__ = record_draws
 config = quick_config(out, batch_size=DDP_BATCH, **DDP_SETTINGS)
 train_module.train(get_preset("tiny"), config, caption_data(), device="cpu")
 weights = {k: v.contiguous() for k, v in captured["model"].state_dict().items()}

@@ -321,3 +321,27 @@ def test_download_and_unzip_fetches_extracts_and_names_a_bad_archive(tmp_path):
     assert not (target / "captions.zip").exists()
     with pytest.raises(ValueError, match=r"broken\.zip: not a zip archive"):
         download_and_unzip((source / "broken.zip").as_uri(), target)
+
+
+def test_a_batch_decodes_each_image_once_for_all_its_captions_and_gives_the_same_examples(
+    tmp_path, odd_images, monkeypatch
+):
+    import vlm.data.mixture as mixture_module
+    from vlm.data.mixture import MixtureSampler, TokenizedDataset
+
+    annotation_file, image_dir = coco_set(tmp_path, odd_images)
+    dataset = CocoCaptions(annotation_file, image_dir, mode="train")
+    tokenizer = Tokenizer.build(dataset.texts())
+    tokenized = TokenizedDataset(dataset, tokenizer, build_transform(16, train=True), max_text_len=16)
+    sampler = MixtureSampler([len(dataset)], seed=3, groups=[dataset.image_groups()])
+    keys = list(sampler)
+    assert all(keys[i][0] // 2 == keys[i + 1][0] // 2 for i in range(0, len(keys), 2))  # captions a, b together
+    one_by_one = [tokenized[key] for key in keys]
+    decoded = []
+    monkeypatch.setattr(
+        mixture_module, "load_image", lambda image, *args: decoded.append(image) or load_image(image, *args)
+    )
+    batch = tokenized.__getitems__(keys)
+    assert sorted(decoded) == sorted(set(dataset.image_paths))  # 7 decodes for 14 captions
+    for shared, alone in zip(batch, one_by_one):
+        assert torch.equal(shared.image, alone.image) and torch.equal(shared.input_ids, alone.input_ids)

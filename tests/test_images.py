@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import BLUE, RED
@@ -5,6 +7,7 @@ from PIL import Image
 
 import vlm.data.images as images_module
 from vlm.data.images import ImageLoadError, load_image, to_rgb
+from vlm.data.transforms import build_transform
 
 GOOD_IMAGES = (
     "rgb.jpg",
@@ -126,3 +129,44 @@ def test_concurrent_loads_leave_the_pil_limit_as_it_was(odd_images):
         loaded = list(pool.map(load_image, [odd_images["gray.png"], odd_images["rgb.jpg"]] * 20))
     assert all(image.mode == "RGB" for image in loaded)
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def photo_like(path: Path, width: int = 640, height: int = 480, seed: int = 0) -> Path:
+    """A JPEG with a photo's detail (gradients, shapes and noise), not a flat colour that decodes trivially."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=-1)
+    pixels[(x - width / 3) ** 2 + (y - height / 2) ** 2 < (height / 5) ** 2] = (200, 40, 60)
+    pixels += rng.normal(0, 12, pixels.shape)
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize(("size", "decoded"), [(224, (320, 240)), (64, (160, 120)), (480, (640, 480))])
+def test_a_jpeg_is_decoded_at_the_smallest_scale_that_covers_the_size_asked(tmp_path, size, decoded):
+    assert load_image(photo_like(tmp_path / "photo.jpg"), min_size=size).size == decoded
+
+
+@pytest.mark.parametrize("size", [224, 64])
+def test_reduced_decoding_transforms_close_to_the_full_decode(tmp_path, size):
+    path = photo_like(tmp_path / "photo.jpg")
+    transform = build_transform(size)
+    full, reduced = transform(load_image(path)), transform(load_image(path, min_size=size))
+    # On the [-1, 1] scale: 0.02 is under 3/255 on average, a difference no one sees; no pixel far off.
+    assert (full - reduced).abs().mean() < 0.02 and (full - reduced).abs().max() < 0.3
+
+
+def test_reduced_decoding_leaves_other_formats_alone_and_keeps_exif_orientation(odd_images):
+    assert load_image(odd_images["gray.png"], min_size=4).size == (16, 16)
+    upright = load_image(odd_images["exif_rotated.jpg"], min_size=10)  # stored 40 x 20, decoded at half scale
+    assert upright.size == (10, 20)
+    assert close_to(upright.getpixel((5, 2)), RED, 30) and close_to(upright.getpixel((5, 17)), BLUE, 30)
+
+
+def test_an_image_file_s_bytes_load_like_the_file_and_errors_name_where_they_came_from(odd_images):
+    path = odd_images["rgb.jpg"]
+    assert np.array_equal(np.asarray(load_image(path.read_bytes())), np.asarray(load_image(path)))
+    with pytest.raises(ImageLoadError, match="shard-3.tar:image 7: empty file"):
+        load_image(b"", name="shard-3.tar:image 7")
+    with pytest.raises(ImageLoadError, match="shard-3.tar:image 7: not an image"):
+        load_image(b"hello", name="shard-3.tar:image 7")

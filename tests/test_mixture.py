@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from vlm.data.mixture import MixtureSampler
+from vlm.data.mixture import MixtureSampler, default_num_workers
 
 
 def part_counts(sampler: MixtureSampler, part_sizes: list[int], epochs: int) -> list[int]:
@@ -73,3 +73,36 @@ def test_a_keyed_draw_gives_the_same_example_whichever_process_loads_it():
     torch.rand(5)  # the global generator moves on between the two loads, as it does across processes
     assert torch.equal(dataset[(2, 11)].image, first.image)
     assert not torch.equal(dataset[(2, 12)].image, first.image)
+
+
+def test_grouped_draws_of_an_image_come_one_after_another_and_the_epoch_draws_the_same_samples():
+    # Part 0: 12 captions, 3 per image; part 1: 30 single samples.
+    groups = [[[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]], None]
+    grouped = MixtureSampler([12, 30], [1.0, 1.0], epoch_size=48, seed=4, groups=groups)
+    plain = MixtureSampler([12, 30], [1.0, 1.0], epoch_size=48, seed=4)
+    grouped_draws = [index for index, _ in grouped]
+    part_of = Counter(index < 12 for index in grouped_draws)
+    assert part_of == Counter(index < 12 for index, _ in plain) == {True: 24, False: 24}
+    assert Counter(i for i in grouped_draws if i < 12) == {i: 2 for i in range(12)}  # each caption twice, as before
+    runs = [grouped_draws[i : i + 3] for i, index in enumerate(grouped_draws) if index < 12 and index % 3 == 0]
+    assert len(runs) == 8 and all(run == [run[0], run[0] + 1, run[0] + 2] for run in runs)
+
+
+def test_a_grouped_epoch_is_the_same_for_any_start_and_rank_split():
+    groups = [[[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]]
+    whole = MixtureSampler([10], epoch_size=10, seed=1, groups=groups)
+    whole.set_epoch(2)
+    draws = list(whole)
+    whole.set_epoch(2, start=6)
+    assert list(whole) == draws[6:]
+    ranks = [MixtureSampler([10], epoch_size=10, seed=1, rank=r, world_size=2, groups=groups) for r in (0, 1)]
+    for rank, sampler in enumerate(ranks):
+        sampler.set_epoch(2)
+        assert list(sampler) == draws[rank::2]
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "workers"), [(2, 1, 1), (1, 1, 1), (16, 1, 8), (16, 2, 7), (64, 8, 7), (8, 4, 1)]
+)
+def test_default_workers_leave_a_core_to_each_training_process(cores, processes, workers):
+    assert default_num_workers(cores, processes) == workers

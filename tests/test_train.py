@@ -206,14 +206,13 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 def recording_draws(monkeypatch) -> list[list[int]]:
     """Every training draw (index, sample seed) that this process loads, in order."""
     draws: list[list[int]] = []
-    load = TokenizedDataset.__getitem__
+    load = TokenizedDataset.__getitems__  # the DataLoader fetches a batch's keys at once
 
-    def recorded(self, key):
-        if isinstance(key, tuple):  # validation keys are plain indices
-            draws.append(list(key))
-        return load(self, key)
+    def recorded(self, keys):
+        draws.extend(list(key) for key in keys if isinstance(key, tuple))  # validation keys are plain indices
+        return load(self, keys)
 
-    monkeypatch.setattr(TokenizedDataset, "__getitem__", recorded)
+    monkeypatch.setattr(TokenizedDataset, "__getitems__", recorded)
     return draws
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -113,3 +114,18 @@ def test_same_tensors_as_torchvision_from_the_same_seed(train, allow_flip, size)
             expected = reference(image)
             torch.manual_seed(seed)
             assert torch.allclose(ours(image), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_uint8_views_normalised_as_a_batch_equal_the_transform_s_output(train):
+    """Training collates uint8 views and normalises whole batches on its device: the values must not change."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    transform = build_transform(32, train=train)
+    whole, views = [], []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        whole.append(transform(image))
+        torch.manual_seed(seed)
+        views.append(transform.finish(transform.resized(image)))
+    assert views[0].dtype == torch.uint8
+    assert torch.equal(transform.normalise(torch.stack(views)), torch.stack(whole))

@@ -25,6 +25,7 @@ from vlm.cli.common import (
 from vlm.cli.paths import MAIN_RUN_DIR
 from vlm.data.catalog import parse_data_spec
 from vlm.data.packing import check_sources, parse_sources, sample_source
+from vlm.data.shards import ShardStream
 from vlm.model.config import PRESETS, apply_overrides, get_preset
 from vlm.training.data import DEFAULT_DATA, generation_metrics, load_training_data
 from vlm.training.loop import TrainConfig, clear_unfinished_run, last_checkpoint, train
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
             resume_dir = run_dir if resume else None
             varied = train_config.varied_renderings if train_config.augment else 0.0
             data = load_training_data(model_config, mixture, paths, args.val_samples, resume_dir, varied)
+            streams = [part for part in data.train_parts if isinstance(part, ShardStream)]
+            if streams and (len(data.train_parts) > 1 or train_config.packed_text_len):
+                raise UsageError("--data shards trains on the shards alone (no other data set) and unpacked")
             if train_config.packed_sources:  # a misspelt source should stop here, not after the first steps' setup
                 check_sources([sample_source(p) for p in data.train_parts], parse_sources(train_config.packed_sources))
         except ValueError as error:

@@ -24,6 +24,7 @@ class DataPaths:
         "data/vqa/prepared"  # v2_OpenEnded_mscoco_{split}2014_questions.json, v2_mscoco_..._annotations.json
     )
     on_missing: str = "error"  # images named by annotations but absent: "error" or "skip"
+    shards_dir: str = "data/shards"  # `--data shards`: a folder written by vlm-make-shards (docs/data.md)
 
 
 # easy_vqa_shapes: easy-VQA's questions whose answer is a shape, to give them a larger share of a mixture
@@ -55,6 +56,7 @@ DATASET_NAMES = (
     "coco",
     "karpathy",
     "vqa",
+    "shards",
 )
 
 
@@ -117,6 +119,13 @@ def build_dataset(
             mode=mode,
             on_missing=paths.on_missing,
         )
+    if name == "shards":
+        from vlm.data.shards import ShardCaptions, ShardStream
+
+        # Training streams its split (each process and worker its own shards); anything else reads it in order.
+        if split == "train" and mode == "train":
+            return ShardStream(paths.shards_dir, "train")
+        return ShardCaptions(paths.shards_dir, split, mode)
     raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASET_NAMES)}")
 
 

@@ -79,6 +79,15 @@ class CaptionDataset(Dataset):
     def sample_image_ids(self) -> list[int | str]:
         return [self.image_ids[image_index] for image_index, _ in self.rows]
 
+    def image_groups(self) -> list[list[int]] | None:
+        """train mode: the rows of each image (see `mixture_order`); eval mode has one row per image already."""
+        if self.mode != "train":
+            return None
+        groups: list[list[int]] = [[] for _ in self.captions]
+        for row, (image_index, _) in enumerate(self.rows):
+            groups[image_index].append(row)
+        return groups
+
     def texts(self) -> list[str]:
         return [caption for references in self.captions for caption in references]
 

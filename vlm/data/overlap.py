@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from vlm.data.packing import sample_image_ids, sample_source
 from vlm.data.sample import Sample
@@ -28,6 +28,8 @@ def training_images(parts: list[Dataset]) -> dict[str, list[int | str]]:
     """Namespace -> the sorted distinct image ids of the training sets."""
     ids: dict[str, set[int | str]] = {}
     for part in parts:
+        if isinstance(part, IterableDataset):
+            continue  # a shard stream: its ids are in its shards, not listed without reading them (not recorded)
         ids.setdefault(namespace(sample_source(part)), set()).update(sample_image_ids(part))
     return {name: sorted(found, key=lambda i: (isinstance(i, str), i)) for name, found in sorted(ids.items())}
 

@@ -46,24 +46,37 @@ class ImageTransform:
         self.std = torch.tensor(std).view(3, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalise(self.finish(self.resized(image)))
+
+    def resized(self, image: Image.Image) -> torch.Tensor:
+        """The deterministic part: the centre square at the output size, (3, size, size) uint8. A data loader may
+        keep it for every caption of the image and call `finish` on each (the random shift differs per call)."""
         size = self.image_size
-        pixels = np.array(center_square(image).convert("RGB"))  # height x width x 3, writable
-        if pixels.shape[:2] != (size, size):
-            pixels = F.resize(
-                torch.from_numpy(pixels).permute(2, 0, 1), [size, size], self.interpolation, antialias=True
-            )
-            pixels = pixels.permute(1, 2, 0).numpy()
-        if self.train:
-            # The crop of the edge-padded image at (top, left) reads rows/columns offset - shift + i, clamped to
-            # the image: the padding is never built.
-            top, left = (int(torch.randint(0, 2 * self.shift + 1, size=())) for _ in range(2))
-            positions = np.arange(size) - self.shift
-            pixels = pixels.take((positions + top).clip(0, size - 1), axis=0)
-            pixels = pixels.take((positions + left).clip(0, size - 1), axis=1)
-            if self.allow_flip and torch.rand(1) < 0.5:
-                pixels = pixels[:, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
-        return (tensor.float().mul_(1.0 / 255) - self.mean) / self.std
+        pixels = torch.from_numpy(np.array(center_square(image).convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
+        if pixels.shape[1:] != (size, size):
+            pixels = F.resize(pixels, [size, size], self.interpolation, antialias=True)
+        return pixels.contiguous()
+
+    def finish(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, size, size) uint8 from `resized` -> the view to train on, still uint8: shifted if training."""
+        if not self.train:
+            return pixels
+        size = self.image_size
+        # The crop of the edge-padded image at (top, left) reads rows/columns offset - shift + i, clamped to the
+        # image: the padding is never built.
+        top, left = (int(torch.randint(0, 2 * self.shift + 1, size=())) for _ in range(2))
+        positions = torch.arange(size) - self.shift
+        pixels = pixels.index_select(1, (positions + top).clamp(0, size - 1))
+        pixels = pixels.index_select(2, (positions + left).clamp(0, size - 1))
+        if self.allow_flip and torch.rand(1) < 0.5:
+            pixels = pixels.flip(2)
+        return pixels
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, H, W) -> float32 in the encoder's range, on the pixels' device. Training normalises
+        whole batches on the device it trains on: a quarter of the bytes through the loader and the copy."""
+        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
+        return (pixels.float().mul_(1.0 / 255) - mean) / std
 
 
 def build_transform(

@@ -9,7 +9,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, IterableDataset, Subset
 
 from vlm.data.batch import EncodedExample, collate
 from vlm.data.images import ImageLoadError, load_image
@@ -44,6 +44,16 @@ class ReplacingUnreadable(Dataset):
             "check the data set with vlm-check-data"
         )
 
+    def __getitems__(self, keys: list) -> list[tuple[EncodedExample, list[str]]]:
+        """A whole batch at once where the data set can (one decode per image); a batch with an unreadable image
+        is made again a draw at a time, each failed draw replaced as above."""
+        if hasattr(self.dataset, "__getitems__"):
+            try:
+                return [(example, []) for example in self.dataset.__getitems__(keys)]
+            except ImageLoadError:
+                pass
+        return [self[key] for key in keys]
+
 
 def collate_reporting_unreadable(items: list[tuple[EncodedExample, list[str]]], pad_id: int) -> dict:
     """`collate` of the examples, plus batch[UNREADABLE_KEY]: the messages of every failed read (a list of
@@ -56,7 +66,10 @@ def collate_reporting_unreadable(items: list[tuple[EncodedExample, list[str]]], 
 def count_images(parts: list[Dataset]) -> int:
     """Distinct images of the training sets (by image id, without loading any): the share of unreadable images is
     counted against it."""
-    return sum(len(set(sample_image_ids(part))) for part in parts)
+    # A shard stream's images are counted from its index (its records are its images, one each).
+    return sum(
+        part.image_count() if isinstance(part, IterableDataset) else len(set(sample_image_ids(part))) for part in parts
+    )
 
 
 def readable(dataset: Dataset, name: str = "") -> Dataset:

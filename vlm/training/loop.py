@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vlm.data.batch import collate
-from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
+from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, resolve_num_workers, training_loader
 from vlm.data.overlap import RECORD_NAME, write_training_images
 from vlm.data.packing import group_by_image, parse_sources
+from vlm.data.shards import ShardStream
 from vlm.data.unreadable import count_images, failed_reads
 from vlm.model.checkpoint import save_model, write_atomic
 from vlm.model.config import VLMConfig
@@ -83,7 +85,14 @@ class TrainConfig:
     varied_renderings: float = 0.0
     blind: bool = False  # replace every image by zeros: the baseline that shows what the image contributes
     seed: int = 0
-    num_workers: int = 1
+    # Data loader worker processes per training process. -1 (auto): from the cores this process may use, shared with
+    # the other training processes of the machine, one left for the step (vlm/data/mixture.py: default_num_workers);
+    # 0: load in the training process itself.
+    num_workers: int = -1
+    # Caption sets (COCO, Karpathy): an image's captions drawn one after another, so that a batch holds them
+    # together and decodes the image once rather than once per caption (vlm/data/mixture.py: mixture_order).
+    # False: every caption drawn on its own, as the built-in sets always are.
+    group_captions: bool = True
     log_every: int = 10
     eval_every: int = 250
     val_batches: int = 8
@@ -156,6 +165,7 @@ class TrainState:
     planned_steps: int = 0  # with a time budget, the step count it planned (0: not yet)
     unreadable_images: list[str] = field(default_factory=list)  # one message (file: reason) per unreadable file
     unreadable_reads: int = 0  # draws whose image failed to load, each replaced by the next readable sample
+    stream_workers: int = -1  # a shard stream's loader workers, which its order depends on (-1: not streaming)
 
 
 class TrainingDiverged(RuntimeError):
@@ -416,7 +426,7 @@ def validation_loss(
     for i, batch in enumerate(loader):
         if i >= batches:
             break
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with amp:
             loss = model(**batch)
         targets = int((batch["target_mask"] & batch["attention_mask"]).sum())
@@ -424,6 +434,31 @@ def validation_loss(
         count += targets
     model.train()
     return total / max(count, 1)
+
+
+def shard_loader(
+    stream: ShardStream,
+    tokenizer: Tokenizer,
+    transform: Callable,
+    config: TrainConfig,
+    max_text_len: int,
+    dist_info: Distributed,
+    pin_memory: bool,
+    state: TrainState,
+) -> DataLoader:
+    """Batches streamed from shards, this process's share (see ShardStream). Its workers do not persist: each
+    epoch starts them afresh with the epoch's shard assignment."""
+    encoder = TokenizedDataset(stream, tokenizer, transform, max_text_len, config.blind, uint8_images=True)
+    rank, world_size, workers = dist_info.rank, dist_info.world_size, state.stream_workers
+    stream.configure(config.batch_size, config.seed, rank, world_size, workers, encoder.encode)
+    return DataLoader(
+        stream,
+        batch_size=config.batch_size,
+        collate_fn=partial(collate, pad_id=tokenizer.pad_id),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+    )
 
 
 def train(
@@ -477,23 +512,44 @@ def train(
     parts, weights = data.train_parts, config.weights or None
     if config.packed_text_len:
         parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources))
-    train_set = TokenizedDataset(
-        MixtureDataset(parts),
-        data.tokenizer,
-        data.train_transform if config.augment else data.eval_transform,
-        max_text_len,
-        config.blind,
-        config.packed_text_len or None,
-    )
-    sampler = MixtureSampler(
-        [len(p) for p in parts],
-        weights,
-        config.epoch_size,
-        config.seed,
-        dist_info.rank,
-        dist_info.world_size,
-    )
-    loader = training_loader(train_set, sampler, config.batch_size, config.num_workers, replace_unreadable=True)
+    train_transform = data.train_transform if config.augment else data.eval_transform
+    pin_memory = torch_device.type == "cuda"  # page-locked batches: the non_blocking copies below then overlap
+    order: MixtureSampler | ShardStream
+    if any(isinstance(part, ShardStream) for part in parts):
+        if len(parts) != 1 or config.packed_text_len:
+            raise ValueError("a shard stream trains on its own and unpacked (no other data set, no packed_text_len)")
+        order = parts[0]
+        # The stream's order depends on its worker count: a resumed run keeps the one it started with.
+        if state.stream_workers < 0:
+            workers = torch.tensor(resolve_num_workers(config.num_workers), device=torch_device)
+            if dist_info.enabled:  # every process must split its shards alike (machines may differ in cores)
+                dist.all_reduce(workers, op=dist.ReduceOp.MIN)
+            state.stream_workers = int(workers)
+        loader = shard_loader(
+            order, data.tokenizer, train_transform, config, max_text_len, dist_info, pin_memory, state
+        )
+    else:
+        train_set = TokenizedDataset(
+            MixtureDataset(parts),
+            data.tokenizer,
+            train_transform,
+            max_text_len,
+            config.blind,
+            config.packed_text_len or None,
+            uint8_images=True,  # normalised below, on the training device
+        )
+        order = MixtureSampler(
+            [len(p) for p in parts],
+            weights,
+            config.epoch_size,
+            config.seed,
+            dist_info.rank,
+            dist_info.world_size,
+            [getattr(part, "image_groups", lambda: None)() for part in parts] if config.group_captions else None,
+        )
+        loader = training_loader(
+            train_set, order, config.batch_size, config.num_workers, pin_memory, replace_unreadable=True
+        )
     image_failures = ImageFailures(
         count_images(data.train_parts),
         config.max_unreadable_share,
@@ -503,10 +559,12 @@ def train(
         state.unreadable_images,
         state.unreadable_reads,
     )
-    draws_per_epoch = len(sampler) - len(sampler) % config.batch_size
     val_set = TokenizedDataset(data.val, data.tokenizer, data.eval_transform, max_text_len, config.blind)
     val_loader = DataLoader(
-        val_set, batch_size=config.batch_size, collate_fn=lambda b: collate(b, data.tokenizer.pad_id)
+        val_set,
+        batch_size=config.batch_size,
+        collate_fn=lambda b: collate(b, data.tokenizer.pad_id),
+        pin_memory=pin_memory,
     )
 
     progress = tqdm(
@@ -518,17 +576,20 @@ def train(
     micro_step = 0
     model.train()
     while state.step < config.max_steps:
-        if state.position >= draws_per_epoch:
+        order.set_epoch(state.epoch)
+        if state.position >= len(order) - len(order) % config.batch_size:  # the draws of whole batches
             state.epoch, state.position = state.epoch + 1, 0
-        sampler.set_epoch(state.epoch, state.position)
+        order.set_epoch(state.epoch, state.position)
         # Starting a DataLoader's iteration draws a seed from the global RNG, which dropout also draws from. Every
-        # draw carries its own seed (MixtureSampler), so that one is not needed; left to draw, it would shift a
+        # draw carries its own seed (MixtureSampler, ShardStream), so that one is not needed; left to draw, it would shift a
         # resumed run's dropout, whose iteration starts mid-epoch where the uninterrupted run's did not.
         with torch.random.fork_rng(devices=[]):
             batches = iter(loader)
         for batch in batches:
             image_failures.add(failed_reads(batch))
             batch = {k: v.to(torch_device, non_blocking=True) for k, v in batch.items()}
+            if batch["images"].dtype == torch.uint8:
+                batch["images"] = train_transform.normalise(batch["images"])
             last_micro = (micro_step + 1) % config.grad_accum == 0
             sync = train_model.no_sync() if dist_info.enabled and not last_micro else nullcontext()
             with sync, amp:
@@ -561,7 +622,8 @@ def train(
                 if state.step == first:
                     calibration_start_s = steps_s
                 elif state.step == last:
-                    pace = torch.tensor((steps_s - calibration_start_s) / (last - first))
+                    # On the training device: NCCL reduces GPU tensors only.
+                    pace = torch.tensor((steps_s - calibration_start_s) / (last - first), device=torch_device)
                     if dist_info.enabled:  # every rank plans the same count: the slowest one's
                         dist.all_reduce(pace, op=dist.ReduceOp.MAX)
                     budget_s = config.time_budget_min * 60
