@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vlm.data.batch import EncodedExample, collate, encode_example, encode_packed
 from vlm.data.images import load_image
 from vlm.data.sample import Sample
+from vlm.data.transforms import ImageTransform, mirror_sample
 from vlm.model.tokenizer import Tokenizer
 
 
@@ -103,7 +104,8 @@ class TokenizedDataset(Dataset):
 
     Keys may be plain indices or (index, seed) pairs from `MixtureSampler`; with a seed, the random augmentation
     of that draw is reproducible. `blind=True` replaces every image by zeros (the no-image baseline).
-    An item that is a list of Samples of one image (`ImageGroups`) becomes one packed example of at most
+    A transform whose view is mirrored (an `ImageTransform` with flips on) has "left" and "right" swapped in the
+    texts. An item that is a list of Samples of one image (`ImageGroups`) becomes one packed example of at most
     `max_packed_len` text tokens, its texts in an order drawn from the seed.
     """
 
@@ -132,7 +134,13 @@ class TokenizedDataset(Dataset):
                 # accelerator's generator (left changed afterwards) and add lazy-init bookkeeping to every sample.
                 torch.random.default_generator.manual_seed(seed)
             samples = [item[i] for i in torch.randperm(len(item))] if isinstance(item, list) else [item]
-            image = self.transform(load_image(samples[0].image))
+            if isinstance(self.transform, ImageTransform):
+                image, mirrored = self.transform.view(load_image(samples[0].image))
+            else:
+                image, mirrored = self.transform(load_image(samples[0].image)), False
+        if mirrored:  # the text must say of the mirrored image what it said of the original
+            samples = [mirror_sample(sample) for sample in samples]
+            item = samples if isinstance(item, list) else samples[0]
         if self.blind:
             image = torch.zeros_like(image)
         if not isinstance(item, list):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from vlm.data.images import load_image
-from vlm.data.transforms import build_transform
+from vlm.data.transforms import Preprocessing, build_transform
 from vlm.inference.attention_maps import AttendedText, token_attention_maps
 from vlm.inference.generate import GenerationConfig, generate
 from vlm.model.tokenizer import Tokenizer
@@ -49,7 +49,10 @@ class Predictor:
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         self.blind = blind  # zeros instead of images: for models trained blind
-        self.transform = build_transform(model.config.vision.image_size, train=False)
+        vision = model.config.vision
+        self.transform = build_transform(
+            vision.image_size, train=False, preprocessing=Preprocessing(resize=vision.resize)
+        )
         self.max_text_len = model.config.max_text_len
 
     def image_batch(self, images: Sequence[str | Image.Image]) -> torch.Tensor:
