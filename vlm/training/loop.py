@@ -28,7 +28,7 @@ from tqdm import tqdm
 from vlm.data.batch import collate
 from vlm.data.mixture import MixtureDataset, MixtureSampler, TokenizedDataset, training_loader
 from vlm.data.packing import group_by_image, parse_sources
-from vlm.model.checkpoint import save_model, write_atomic
+from vlm.model.checkpoint import check_weights_fit, save_model, write_atomic
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import VisionLanguageModel
@@ -114,6 +114,9 @@ class TrainingData:
     tokenizer: Tokenizer
     train_transform: Callable
     eval_transform: Callable
+    # A new run's starting weights (`--init-from`: vlm/training/init_from.py); None: random. A resumed run's come
+    # from its checkpoint.
+    initial_weights: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -379,7 +382,11 @@ def train(
     model_config.decoder.vocab_size = data.tokenizer.vocab_size
     model_config.vision.freeze = model_config.vision.freeze or config.freeze_encoder
 
-    model = VisionLanguageModel(model_config).to(torch_device)
+    model = VisionLanguageModel(model_config)
+    if data.initial_weights is not None and not resume:
+        check_weights_fit(model.state_dict(), data.initial_weights, Path("the --init-from model"))
+        model.load_state_dict(data.initial_weights)
+    model = model.to(torch_device)
     optimizer = build_optimizer(model, config)
     state = TrainState()
     if resume:
