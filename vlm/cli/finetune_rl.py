@@ -30,7 +30,7 @@ from vlm.cli.common import (
 from vlm.cli.paths import DEFAULT_CHECKPOINT, DEFAULT_REWARD_MODEL
 from vlm.data.catalog import build_dataset, parse_data_spec
 from vlm.data.images import load_image
-from vlm.data.transforms import build_transform
+from vlm.data.transforms import Preprocessing, build_transform
 from vlm.evaluation.evaluate import evaluate, load_samples
 from vlm.evaluation.metrics.cider import document_frequencies
 from vlm.inference.generate import GenerationConfig
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"before: CIDEr-D {before['CIDEr']:.4f} on {before['images']} {args.eval_split} images", flush=True)
 
         train_samples = splits["train"]
-        transform = build_transform(model.config.vision.image_size, train=True)
+        vision = model.config.vision
+        transform = build_transform(vision.image_size, train=True, preprocessing=Preprocessing(resize=vision.resize))
 
         def image_batches(step: int) -> tuple[torch.Tensor, list[list[str]]]:
             chosen = random.Random(args.seed * 1_000_003 + step).sample(

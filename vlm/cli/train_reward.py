@@ -27,7 +27,7 @@ from vlm.cli.common import (
 )
 from vlm.cli.paths import DEFAULT_CHECKPOINT, REWARD_RUN_DIR
 from vlm.data.catalog import build_dataset, parse_data_spec
-from vlm.data.transforms import build_transform
+from vlm.data.transforms import Preprocessing, build_transform
 from vlm.evaluation.evaluate import load_samples
 from vlm.model.checkpoint import load_model
 from vlm.posttrain.preferences import preference_pairs
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(args.device)
         backbone, tokenizer = load_model(args.checkpoint, device)
         size = backbone.config.vision.image_size
+        resize = Preprocessing(resize=backbone.config.vision.resize)  # the model's own input
         pairs = {}
         for split, count, seed in (("train", args.train_samples, args.seed), ("val", args.eval_samples, args.seed + 1)):
             samples = []
@@ -95,10 +96,18 @@ def main(argv: list[str] | None = None) -> None:
             progress.set_postfix(loss=f"{loss:.4f}")
 
         losses = train_reward_model(
-            model, pairs["train"], tokenizer, build_transform(size, train=True), config, device, log
+            model,
+            pairs["train"],
+            tokenizer,
+            build_transform(size, train=True, preprocessing=resize),
+            config,
+            device,
+            log,
         )
         progress.close()
-        accuracy = pairwise_accuracy(model, pairs["val"], tokenizer, build_transform(size, train=False))
+        accuracy = pairwise_accuracy(
+            model, pairs["val"], tokenizer, build_transform(size, train=False, preprocessing=resize)
+        )
         save_reward_model(args.out_dir / "model", model, tokenizer)
         tail = losses[-min(20, len(losses)) :]
         metrics = {
