@@ -1,6 +1,6 @@
 """Write the built-in scenes with French captions as a caption folder, for `vlm-train --data folder:PATH`:
 
-    python scripts/make_french_shapes.py --out data/french_shapes              # train (6000) and test (500)
+    python scripts/make_french_shapes.py                         # data/french_shapes/prepared: train (6000) and test (500)
     python scripts/make_french_shapes.py --out /tmp/fr --train 200 --test 50
 
 The scenes and images are the built-in set's (vlm/data/shapes.py); the captions are written in French from each
@@ -17,7 +17,7 @@ from vlm.data.shapes_french import write_caption_folder
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="data/french_shapes", help="the folder to write (train/ and test/ in it)")
+    parser.add_argument("--out", default="data/french_shapes/prepared", help="the folder to write (train/ and test/ in it)")
     parser.add_argument("--train", type=int, default=SPLIT_SIZES["train"], help="training images")
     parser.add_argument("--test", type=int, default=SPLIT_SIZES["test"], help="test images")
     args = parser.parse_args()
