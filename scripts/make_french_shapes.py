@@ -17,7 +17,9 @@ from vlm.data.shapes_french import write_caption_folder
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="data/french_shapes/prepared", help="the folder to write (train/ and test/ in it)")
+    parser.add_argument(
+        "--out", default="data/french_shapes/prepared", help="the folder to write (train/ and test/ in it)"
+    )
     parser.add_argument("--train", type=int, default=SPLIT_SIZES["train"], help="training images")
     parser.add_argument("--test", type=int, default=SPLIT_SIZES["test"], help="test images")
     args = parser.parse_args()
