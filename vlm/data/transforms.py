@@ -74,9 +74,10 @@ class Preprocessing:
         )
 
 
-# built-in: the built-in scenes and easy-VQA. Their captions and answers name colours and sizes and say "left of",
-# and the scenes fill the square: the centre square, a small shift, no jitter; flips would be true to the text
-# (left and right are swapped with it) but stay off, the main job's recipe having been measured without them.
+# built-in: the built-in scenes and easy-VQA. Their captions and answers name colours and sizes, and the scenes fill
+# the square: the centre square, a small shift, no jitter. No flips: a scene's caption lists its objects left to
+# right and its reasoned answers give x positions ("red circle 6 2"), which a mirror makes false whatever words are
+# swapped.
 # photos: COCO, Karpathy, VQAv2 and caption folders. A photo is kept whole (padding, not a quarter of a 4:3
 # photo cut off); crops keep most of it, so the objects a caption names stay in view; colours change a little, never
 # their hue ("a red bus" stays red). Chosen as the usual photo augmentations, not measured here.
