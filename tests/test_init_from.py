@@ -12,7 +12,7 @@ from vlm.cli.train import main
 from vlm.data.shapes import ShapesDataset
 from vlm.model.checkpoint import load_model
 from vlm.model.tokenizer import SPECIAL_TOKENS, Tokenizer
-from vlm.training.init_from import extend_embedding
+from vlm.training.init_from import extend_embedding, model_config_of
 
 SURFING = "A man riding a wave on top of a surfboard."
 COCO_LIKE = [
@@ -127,3 +127,13 @@ def test_init_from_refuses_a_preset_and_a_missing_model(shapes_model, tmp_path, 
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--data", "shapes", "--out-dir", str(tmp_path / "run"), *TINY_RUN])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_models_config_is_used_without_the_weights_file_it_began_with(shapes_model, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    config = json.loads((shapes_model / "config.json").read_text())
+    config["vision"]["weights_file"] = str(tmp_path / "long_gone.safetensors")  # its encoder began from a file
+    (model_dir / "config.json").write_text(json.dumps(config))
+    loaded = model_config_of(model_dir)
+    assert loaded.vision.weights_file is None and loaded.decoder.depth == 1

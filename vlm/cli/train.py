@@ -26,10 +26,10 @@ from vlm.cli.paths import MAIN_RUN_DIR
 from vlm.data.catalog import parse_data_spec
 from vlm.data.packing import check_sources, parse_sources, sample_source
 from vlm.data.transforms import Preprocessing
-from vlm.model.checkpoint import CONFIG_FILE, CheckpointError
-from vlm.model.config import PRESETS, VLMConfig, apply_overrides, get_preset
+from vlm.model.config import PRESETS, apply_overrides, get_preset
 from vlm.model.tokenizer import Tokenizer
 from vlm.training.data import DEFAULT_DATA, generation_metrics, load_training_data, preprocessing_for
+from vlm.training.init_from import model_config_of
 from vlm.training.loop import TrainConfig, train
 
 NOT_FLAGS = ("weights", "betas")  # weights come with --data; betas stay the recipe's
@@ -71,13 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument_group("training"), TrainConfig, TrainConfig(out_dir=str(MAIN_RUN_DIR)), NOT_FLAGS
     )
     return parser
-
-
-def model_config_of(model_dir: Path) -> VLMConfig:
-    path = model_dir / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"--init-from {model_dir}: no {CONFIG_FILE}; a model folder holds the run's model/")
-    return VLMConfig.from_json(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,30 +18,36 @@ from vlm.model.tokenizer import SPECIAL_TOKENS, Tokenizer
 EMBEDDING = "decoder.token_embedding.weight"  # (vocab rows, width); the output layer reads the same matrix
 
 
+def model_config_of(model_dir: str | Path) -> VLMConfig:
+    """The config a run from `model_dir` builds its model with (before the vocabulary's extension)."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{model_dir}: no {CONFIG_FILE}; a model folder is a run's model/")
+    try:
+        config = VLMConfig.from_json(path)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    config.vision.weights_file = None  # the encoder's weights come from the model, not from the file it began with
+    return config
+
+
 @dataclass
 class Initialization:
-    """What a new run starts from: the model's config (vocab_size set to the extended vocabulary's), the extended
-    tokenizer, and the weights with the new embedding rows added."""
+    """What a new run starts from: the extended tokenizer, and the model's weights with the new embedding rows."""
 
-    config: VLMConfig
     tokenizer: Tokenizer
     weights: dict[str, torch.Tensor]
-    added_tokens: int
 
 
 def initialization_from(model_dir: str | Path, texts: Iterable[str]) -> Initialization:
     """The model in `model_dir`, its vocabulary extended with the BPE tokens of `texts` it lacks."""
-    model_dir = Path(model_dir)
     model, old_tokenizer = load_model(model_dir)  # checks every file and shape, errors naming them
     tokenizer = old_tokenizer.extend(texts)
-    config = VLMConfig.from_json(model_dir / CONFIG_FILE)
-    config.vision.weights_file = None  # the encoder's weights come from the model
-    config.decoder.vocab_size = tokenizer.vocab_size
     weights = model.state_dict()
     if EMBEDDING not in weights:
-        raise CheckpointError(f"{model_dir / WEIGHTS_FILE}: no {EMBEDDING!r} to extend")
+        raise CheckpointError(f"{Path(model_dir) / WEIGHTS_FILE}: no {EMBEDDING!r} to extend")
     weights[EMBEDDING] = extend_embedding(weights[EMBEDDING], old_tokenizer, tokenizer)
-    return Initialization(config, tokenizer, weights, tokenizer.num_tokens - old_tokenizer.num_tokens)
+    return Initialization(tokenizer, weights)
 
 
 def extend_embedding(embedding: torch.Tensor, old: Tokenizer, new: Tokenizer) -> torch.Tensor:
