@@ -61,6 +61,8 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
         (["--freeze", "encoder,head"], "freeze: no model part 'head'; the parts are encoder, projector, decoder"),
         (["--freeze", "projector,decoder", "--freeze-encoder"], "freeze: every part frozen"),
         (["--set", "vision.pretrained=vit_small_patch16_224", "--set", "vision.depth=6"], "vision.depth is its own"),
+        (["--crop-scale", "0"], "crop_scale must be in (0, 1], got 0.0"),
+        (["--resize", "stretch"], "invalid choice: 'stretch'"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys, tmp_path):
@@ -128,3 +130,45 @@ def test_resume_before_the_first_checkpoint_starts_the_run_afresh_without_the_de
     assert [r["step"] for r in records if "train_loss" in r] == [2] and all(r["step"] <= 2 for r in records)
     assert (out / "checkpoints" / "last" / "trainer_state.json").is_file()
     assert not (out / "checkpoints" / "last.new").exists() and not (out / "model" / "from_the_dead_run.txt").exists()
+
+
+def captured_training(monkeypatch, argv: list[str]) -> tuple:
+    """(model config, training data) that vlm-train would train with."""
+    import vlm.cli.train
+
+    seen = {}
+
+    def fake_train(model_config, train_config, data, **kwargs):
+        seen.update(model_config=model_config, data=data)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(vlm.cli.train, "train", fake_train)
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--val-samples", "1", *argv])
+    return seen["model_config"], seen["data"]
+
+
+def test_preprocessing_flags_reach_the_transforms_and_the_saved_config(tmp_path, monkeypatch):
+    from PIL import Image
+
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (8, 6)).save(tmp_path / "train" / "a.png")
+    (tmp_path / "train" / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a photo"}) + "\n")
+    folder = ["--data", f"folder:{tmp_path}", "--out-dir", str(tmp_path / "run")]
+
+    config, data = captured_training(monkeypatch, folder)  # photos: their defaults
+    transform = data.train_transform
+    assert (transform.resize, transform.crop_scale, transform.flip) == ("pad", 0.7, True) and transform.jitter
+    assert config.vision.resize == "pad" and data.eval_transform.resize == "pad" and not data.eval_transform.flip
+
+    flags = ["--resize", "crop", "--crop-scale", "1", "--jitter", "0", "--shift", "0.1", "--no-flip"]
+    config, data = captured_training(monkeypatch, folder + flags)
+    transform = data.train_transform
+    assert (transform.resize, transform.crop_scale, transform.jitter, transform.flip) == ("crop", 1, None, False)
+    assert transform.shift == round(0.1 * config.vision.image_size) and config.vision.resize == "crop"
+
+    config, data = captured_training(monkeypatch, ["--data", "shapes", "--out-dir", str(tmp_path / "run")])
+    transform = data.train_transform  # the built-in scenes: the transform they always had
+    assert (transform.resize, transform.crop_scale, transform.jitter, transform.flip) == ("crop", 1, None, False)
+    config, data = captured_training(monkeypatch, ["--data", "shapes", "--flip", "--out-dir", str(tmp_path / "run")])
+    assert data.train_transform.flip

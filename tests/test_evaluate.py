@@ -233,3 +233,16 @@ def test_cli_missing_checkpoint_or_data_files_exit_2(tmp_path, checkpoint, capsy
     argv = ["--checkpoint", str(checkpoint), "--data", "coco", "--coco-root", str(tmp_path / "no_coco")]
     code, _, err = run(argv, capsys)
     assert code == 2 and "no_coco" in err
+
+
+def test_cli_evaluates_a_caption_folder_and_names_a_bad_data_set(checkpoint, tmp_path, capsys):
+    from vlm.data.shapes_french import write_caption_folder
+
+    write_caption_folder(tmp_path / "fr", {"test": 2})
+    argv = ["--checkpoint", str(checkpoint), "--data", f"folder:{tmp_path / 'fr'}", "--builtin-only"]
+    code, out, _ = run(argv + ["--max-new-tokens", "3", "--device", "cpu"], capsys)
+    out_dir = checkpoint.parent / "eval-folder-fr-test"
+    assert code == 0 and "objects_named_correctly" in out and str(out_dir) in out
+    assert json.loads((out_dir / "metrics.json").read_text())["images"] == 2
+    code, _, err = run(["--checkpoint", str(checkpoint), "--data", "imagenet"], capsys)
+    assert code == 2 and "--data 'imagenet': choose from" in err

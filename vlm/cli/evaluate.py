@@ -3,6 +3,7 @@
 vlm-evaluate --data shapes --split test                  # the main job's model, built-in caption set
 vlm-evaluate --data easy_vqa --split test --limit 2000
 vlm-evaluate --checkpoint runs/blind/model --data shapes --split test --blind
+vlm-evaluate --checkpoint runs/ft/model --data folder:my_photos --split test    # a caption folder's test/
 vlm-evaluate --data karpathy --split test --karpathy-json data/coco/prepared/dataset_coco.json \\
     --karpathy-images data/coco/prepared
 """
@@ -25,7 +26,7 @@ from vlm.cli.common import (
     generation_config,
     run_command,
 )
-from vlm.data.catalog import DATASET_NAMES, build_dataset
+from vlm.data.catalog import DATASET_NAMES, FOLDER_PREFIX, build_dataset
 from vlm.data.overlap import find_training_record, seen_in_training
 from vlm.data.sample import Sample
 from vlm.evaluation.evaluate import ANSWER_TOKENS, CAPTION_TOKENS, evaluate, format_table, load_samples
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", required=True, choices=DATASET_NAMES)
+    parser.add_argument(
+        "--data", required=True, help=f"one of {', '.join(DATASET_NAMES)}, or folder:PATH (a caption folder)"
+    )
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: <checkpoint>/../eval-<data>-<split>[-blind])"
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         check_at_least_one(args, "limit", "batch_size")
+        if args.data not in DATASET_NAMES and not args.data.startswith(FOLDER_PREFIX):
+            raise UsageError(f"--data {args.data!r}: choose from {', '.join(DATASET_NAMES)} or folder:PATH")
         paths = data_paths(args)
         try:
             samples = load_samples(build_dataset(args.data, args.split, paths, mode="eval"), args.limit)
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             if Path(args.checkpoint).is_dir()
             else Path("runs", args.checkpoint.replace("/", "--"))
         )
-        out = args.out or run_dir / f"eval-{args.data}-{args.split}{suffix}"
+        label = args.data if args.data in DATASET_NAMES else "folder-" + Path(args.data[len(FOLDER_PREFIX) :]).name
+        out = args.out or run_dir / f"eval-{label}-{args.split}{suffix}"
         metrics = evaluate(
             predictor, samples, out, config, args.batch_size, toolkit=not args.builtin_only, quiet=args.json
         )

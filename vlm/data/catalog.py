@@ -1,6 +1,7 @@
 """Data sets by name, for the command line: `--data shapes:1,shapes_vqa:1,easy_vqa:2` (name:weight).
 
-Built-in sets need no files. COCO, Karpathy and VQAv2 need the folders of `DataPaths` (see data/*/README.md).
+Built-in sets need no files. COCO, Karpathy and VQAv2 need the folders of `DataPaths` (see data/*/README.md); a
+caption folder of your own is named by its path, `folder:PATH` (vlm/data/folder.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ DATASET_NAMES = (
     "vqa",
     "shards",
 )
+FOLDER_PREFIX = "folder:"  # --data folder:PATH[:weight]
+
+
+def data_kind(name: str) -> str:
+    """ "built-in" (the built-in scenes and easy-VQA) or "photos": which preprocessing defaults a data set takes
+    (vlm/data/transforms.py, PREPROCESSING_DEFAULTS)."""
+    return "built-in" if name in SHAPES_NAMES or name.startswith("easy_vqa") else "photos"
 
 
 def build_dataset(
@@ -68,6 +76,11 @@ def build_dataset(
     the built-in scenes drawn with varied renderings (training augmentation; other data sets ignore it)."""
     paths = paths or DataPaths()
     mode = mode or ("train" if split == "train" else "eval")
+    if name.startswith(FOLDER_PREFIX):
+        from vlm.data.folder import CaptionFolder, split_folder
+
+        folder = split_folder(name[len(FOLDER_PREFIX) :], split)
+        return CaptionFolder(folder, mode=mode, on_missing=paths.on_missing)
     if name in SHAPES_NAMES:
         from vlm.data.shapes import ShapesDataset
 
@@ -134,13 +147,28 @@ def parse_data_spec(spec: str) -> list[tuple[str, float]]:
     parts = []
     for item in spec.split(","):
         name, _, weight = item.strip().partition(":")
-        if name not in DATASET_NAMES:
-            raise ValueError(f"unknown data set {name!r} in --data {spec!r}; choose from {', '.join(DATASET_NAMES)}")
+        if name == FOLDER_PREFIX[:-1]:  # folder:PATH or folder:PATH:weight
+            path, _, weight = weight.rpartition(":") if _is_number(weight.rpartition(":")[2]) else (weight, "", "")
+            name = FOLDER_PREFIX + path
+            if not path:
+                raise ValueError(f"--data {spec!r}: 'folder' needs its path, as folder:PATH")
+        elif name not in DATASET_NAMES:
+            raise ValueError(
+                f"unknown data set {name!r} in --data {spec!r}; choose from {', '.join(DATASET_NAMES)} or folder:PATH"
+            )
         try:
             parts.append((name, float(weight) if weight else 1.0))
         except ValueError:
             raise ValueError(f"weight {weight!r} of {name!r} in --data {spec!r} is not a number") from None
     return parts
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def texts_of(dataset: Dataset) -> list[str]:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vlm.data.batch import EncodedExample, collate, encode_example, encode_packed
 from vlm.data.images import load_image
 from vlm.data.sample import Sample
+from vlm.data.transforms import mirror_sample
 from vlm.data.unreadable import ReplacingUnreadable, collate_reporting_unreadable
 from vlm.model.tokenizer import Tokenizer
 
@@ -139,7 +140,8 @@ class TokenizedDataset(Dataset):
 
     Keys may be plain indices or (index, seed) pairs from `MixtureSampler`; with a seed, the random augmentation
     of that draw is reproducible. `blind=True` replaces every image by zeros (the no-image baseline).
-    An item that is a list of Samples of one image (`ImageGroups`) becomes one packed example of at most
+    A transform whose view is mirrored (an `ImageTransform` with flips on) has "left" and "right" swapped in the
+    texts. An item that is a list of Samples of one image (`ImageGroups`) becomes one packed example of at most
     `max_packed_len` text tokens, its texts in an order drawn from the seed.
 
     A batch fetched at once (`__getitems__`, which the DataLoader calls) decodes and resizes each image file once,
@@ -200,7 +202,10 @@ class TokenizedDataset(Dataset):
                 # accelerator's generator (left changed afterwards) and add lazy-init bookkeeping to every sample.
                 torch.random.default_generator.manual_seed(seed)
             samples = [item[i] for i in torch.randperm(len(item))] if isinstance(item, list) else [item]
-            image = self.image_tensor(samples[0], resized)
+            image, mirrored = self.image_tensor(samples[0], resized)
+        if mirrored:  # the text must say of the mirrored image what it said of the original
+            samples = [mirror_sample(sample) for sample in samples]
+            item = samples if isinstance(item, list) else samples[0]
         if self.blind:
             image = torch.zeros(image.shape)  # the normalised zeros, whatever the image's type
         if not isinstance(item, list):
@@ -208,20 +213,22 @@ class TokenizedDataset(Dataset):
         texts = [(sample.question, sample.target) for sample in samples]
         return encode_packed(self.tokenizer, image, texts, self.max_text_len, self.max_packed_len)
 
-    def image_tensor(self, sample: Sample, resized: dict | None) -> torch.Tensor:
+    def image_tensor(self, sample: Sample, resized: dict | None) -> tuple[torch.Tensor, bool]:
+        """The sample's image as the transform makes it, and whether it was mirrored; `resized` shares an image's
+        decoding among its samples where the transform's first step is not random."""
         size = getattr(self.transform, "image_size", None) if self.reduced_decode else None
         name = f"{sample.source} image {sample.image_id}"
-        key = image_key(sample)
         if not hasattr(self.transform, "resized"):
-            return self.transform(load_image(sample.image, size, name))
-        if resized is None or key is None:
+            return self.transform(load_image(sample.image, size, name)), False
+        key = image_key(sample) if resized is not None and self.transform.deterministic_resize else None
+        if key is None:
             pixels = self.transform.resized(load_image(sample.image, size, name))
         else:
             if key not in resized:
                 resized[key] = self.transform.resized(load_image(sample.image, size, name))
             pixels = resized[key]
-        pixels = self.transform.finish(pixels)
-        return pixels if self.uint8_images else self.transform.normalise(pixels)
+        pixels, mirrored = self.transform.finish(pixels)
+        return (pixels if self.uint8_images else self.transform.normalise(pixels)), mirrored
 
 
 def image_key(sample: Sample) -> str | tuple | None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from vlm.data.sample import Sample, final_answer
 from vlm.evaluation.metrics.cider import cider_d
 from vlm.evaluation.metrics.coco_caption import caption_metrics
-from vlm.evaluation.metrics.shapes_accuracy import names_every_object, shapes_caption_accuracy
+from vlm.evaluation.metrics.shapes_accuracy import LANGUAGES, names_every_object, shapes_caption_accuracy
 from vlm.evaluation.metrics.vqa import vqa_metrics
 from vlm.inference.generate import GenerationConfig
 from vlm.inference.predict import ANSWER_TOKENS, Predictor
@@ -116,10 +116,13 @@ def score_captions(items: Sequence[Sample], captions: Sequence[str], toolkit: bo
         for i, c in zip(ids, captions)
     ]
     scenes = [item.meta.get("scene") for item in items]
-    if all(scene is not None for scene in scenes):  # the built-in shapes set: read the objects off the caption
-        metrics["objects_named_correctly"] = shapes_caption_accuracy(list(captions), scenes)
+    languages = {item.meta.get("language", "en") for item in items}
+    if all(scene is not None for scene in scenes) and len(languages) == 1 and languages <= set(LANGUAGES):
+        # the built-in scenes (in English, or in a caption folder's language): read the objects off the caption
+        language = LANGUAGES[languages.pop()]
+        metrics["objects_named_correctly"] = shapes_caption_accuracy(list(captions), scenes, language)
         for row, scene in zip(rows, scenes):
-            row["objects_correct"] = names_every_object(row["caption"], scene)
+            row["objects_correct"] = names_every_object(row["caption"], scene, language)
     metrics["images"] = len(items)
     if unavailable:
         metrics["unavailable"] = unavailable

@@ -19,6 +19,9 @@ from typing import Any
 @dataclass
 class VisionConfig:
     image_size: int = 64
+    # How an image of another shape becomes the square input, in training and at inference alike: "crop" (its
+    # centre square) or "pad" (all of it, its aspect kept, padded); see vlm/data/transforms.py.
+    resize: str = "crop"
     patch_size: int = 8
     width: int = 128
     depth: int = 4
@@ -123,6 +126,8 @@ class VLMConfig:
                 f"projector.reduction={p.reduction} does not divide the patch grid side {v.grid_size} "
                 f"(image_size {v.image_size} / patch_size {v.patch_size}): set vision.image_size={nearest}"
             )
+        if v.resize not in ("crop", "pad"):
+            raise ValueError(f"vision.resize must be 'crop' or 'pad', got {v.resize!r}")
         if v.stem_channel_mult < 1:
             raise ValueError(f"vision.stem_channel_mult must be a positive whole number, got {v.stem_channel_mult}")
         if v.interpolation not in ("nearest", "bilinear", "bicubic"):

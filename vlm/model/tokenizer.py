@@ -28,7 +28,10 @@ class Tokenizer:
         self.encoding_name = encoding_name
         self.encoding = tiktoken.get_encoding(encoding_name)
         byte_bpe_ids = [self.encoding.encode_single_token(bytes([b])) for b in range(256)]
-        self.bpe_ids: list[int] = sorted(set(bpe_ids) | set(byte_bpe_ids))
+        # In the order given (duplicates dropped), so that an extended vocabulary keeps every id it had (`extend`);
+        # a new one is sorted (`build`).
+        given = list(dict.fromkeys(bpe_ids))
+        self.bpe_ids: list[int] = given + sorted(set(byte_bpe_ids) - set(given))
         for bpe_id in self.bpe_ids:
             if not 0 <= bpe_id < self.encoding.n_vocab:
                 raise ValueError(
@@ -50,7 +53,18 @@ class Tokenizer:
         seen: set[int] = set()
         for ids in encoding.encode_ordinary_batch(list(set(texts))):  # data sets repeat their texts a lot
             seen.update(ids)
-        return cls(seen, encoding_name)
+        byte_ids = {encoding.encode_single_token(bytes([b])) for b in range(256)}
+        return cls(sorted(seen | byte_ids), encoding_name)
+
+    def extend(self, texts: Iterable[str]) -> Tokenizer:
+        """This vocabulary plus every BPE id of `texts` it lacks, the new ids after the old: every old token keeps
+        its id, so a trained model's embedding rows stay where they are (`extend_vocabulary` in
+        vlm/model/vision_language_model.py adds the new rows)."""
+        known = set(self.bpe_ids)
+        seen: set[int] = set()
+        for ids in self.encoding.encode_ordinary_batch(list(set(texts))):
+            seen.update(ids)
+        return Tokenizer(self.bpe_ids + sorted(seen - known), self.encoding_name)
 
     @property
     def num_tokens(self) -> int:
@@ -72,6 +86,10 @@ class Tokenizer:
         """The bytes the non-special ids spell (a byte token alone may be part of a multi-byte character)."""
         offset = len(SPECIAL_TOKENS)
         return self.encoding.decode_bytes([self.bpe_ids[i - offset] for i in ids if offset <= i < self.num_tokens])
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """The single-byte tokens of `data`, one per byte."""
+        return [self._byte_model_id[b] for b in data]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of the non-special ids; invalid UTF-8 (a cut-off multi-byte character) becomes U+FFFD."""

@@ -32,7 +32,7 @@ from vlm.data.overlap import RECORD_NAME, write_training_images
 from vlm.data.packing import group_by_image, parse_sources
 from vlm.data.shards import ShardStream
 from vlm.data.unreadable import count_images, failed_reads
-from vlm.model.checkpoint import save_model, write_atomic
+from vlm.model.checkpoint import check_weights_fit, save_model, write_atomic
 from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import PARTS, VisionLanguageModel
@@ -153,6 +153,9 @@ class TrainingData:
     tokenizer: Tokenizer
     train_transform: Callable
     eval_transform: Callable
+    # A new run's starting weights (`--init-from`: vlm/training/init_from.py); None: random. A resumed run's come
+    # from its checkpoint.
+    initial_weights: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -478,7 +481,11 @@ def train(
     model_config.decoder.vocab_size = data.tokenizer.vocab_size
 
     # A resumed run's weights, the encoder's included, come from its checkpoint: nothing to download or read again.
-    model = VisionLanguageModel(model_config, load_encoder_weights=not resume).to(torch_device)
+    model = VisionLanguageModel(model_config, load_encoder_weights=not resume and data.initial_weights is None)
+    if data.initial_weights is not None and not resume:
+        check_weights_fit(model.state_dict(), data.initial_weights, Path("the --init-from model"))
+        model.load_state_dict(data.initial_weights)
+    model = model.to(torch_device)
     freeze_parts(model, config.frozen_parts)
     optimizer = build_optimizer(model, config)
     state = TrainState()
