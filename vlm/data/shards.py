@@ -163,9 +163,6 @@ class ShardCaptions(Dataset):
         shard = next(s for s in range(len(self.urls)) if index < self.offsets[s + 1])
         return self.shard_samples(shard)[index - self.offsets[shard]]
 
-    def image_count(self) -> int:
-        return sum(self.images)
-
     def texts(self) -> list[str]:
         return (Path(self.directory) / f"{self.split}-captions.txt").read_text().splitlines()
 
@@ -231,6 +228,9 @@ class ShardStream(IterableDataset):
                 f"a shard stream resumes at a whole batch; draw {start} is not a multiple of {self.batch_size}"
             )
         self.epoch, self.start = epoch, start
+
+    def image_count(self) -> int:
+        return sum(self.images)
 
     def texts(self) -> list[str]:
         return (Path(self.directory) / f"{self.split}-captions.txt").read_text().splitlines()
