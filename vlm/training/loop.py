@@ -80,9 +80,15 @@ class TrainConfig:
     dtype: str = "auto"  # "auto" (bfloat16 where the hardware runs it fast), "bfloat16", "float32"
     compile: bool = False
     augment: bool = True  # a random shift of every image; with `varied_renderings`, varied built-in scenes too
-    # The share of built-in training scenes drawn with `varied_rendering` (other sizes, colours, backgrounds,
-    # anti-aliasing, JPEG) rather than the one training rendering; only while `augment` is on.
-    varied_renderings: float = 0.0
+    # Built-in scenes drawn with `varied_rendering` rather than the one training rendering: the captions then hold on
+    # scenes drawn otherwise (docs/results.md, "Robustness").
+    varied_renderings: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of built-in training scenes drawn with varied sizes, colours, backgrounds, anti-aliasing "
+            "and JPEG (0: off; only with --augment)"
+        },
+    )
     blind: bool = False  # replace every image by zeros: the baseline that shows what the image contributes
     seed: int = 0
     # Data loader worker processes per training process. -1 (auto): from the cores this process may use, shared with
