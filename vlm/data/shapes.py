@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 
@@ -101,47 +102,48 @@ class Rendering:
     jpeg_quality: int | None = None  # None: no JPEG round trip
 
 
-def robust_rendering(scene: Scene, rng: random.Random) -> Rendering:
-    """Small variations the training renderer never makes: each object's size up to +-15%, each colour channel up to
-    15 levels off the palette, a background tint darker than training's 220-255, another anti-aliasing (none, 2x
-    bilinear or 3x box), and JPEG compression at quality 75."""
+ANTIALIASINGS = {
+    "none": (1, Image.Resampling.NEAREST),
+    "2x bilinear": (2, Image.Resampling.BILINEAR),
+    "3x box": (3, Image.Resampling.BOX),
+    "training's": (SUPERSAMPLE, Image.Resampling.LANCZOS),
+}
+
+
+def drawn_rendering(
+    scene: Scene,
+    rng: random.Random,
+    tints: tuple[int, int],
+    antialiasings: list[str],
+    jpeg_quality: Callable[[random.Random], int | None],
+) -> Rendering:
+    """Each object's size up to +-15% and each colour channel up to 15 levels off the palette, a background tint
+    from `tints` (each channel +-5), one of `antialiasings`, and the JPEG quality `jpeg_quality` draws."""
     count = len(scene.objects)
-    tint = rng.randint(190, 214)
-    supersample, resample = rng.choice(
-        [(1, Image.Resampling.NEAREST), (2, Image.Resampling.BILINEAR), (3, Image.Resampling.BOX)]
-    )
+    tint = rng.randint(*tints)
+    supersample, resample = ANTIALIASINGS[rng.choice(antialiasings)]
     return Rendering(
         size_scale=tuple(rng.uniform(0.85, 1.15) for _ in range(count)),
         colour_shift=tuple(tuple(rng.randint(-15, 15) for _ in range(3)) for _ in range(count)),
         background=tuple(tint + rng.randint(-5, 5) for _ in range(3)),
         supersample=supersample,
         resample=resample,
-        jpeg_quality=75,
+        jpeg_quality=jpeg_quality(rng),
     )
+
+
+def robust_rendering(scene: Scene, rng: random.Random) -> Rendering:
+    """Small variations the training renderer never makes: sizes and colours off (`drawn_rendering`), a background
+    tint darker than training's 220-255, another anti-aliasing (none, 2x bilinear or 3x box), JPEG at quality 75."""
+    return drawn_rendering(scene, rng, (190, 214), ["none", "2x bilinear", "3x box"], lambda _: 75)
 
 
 def varied_rendering(scene: Scene, rng: random.Random) -> Rendering:
     """Training's augmentation: variations of the same kinds as the robustness split's, drawn over ranges that
-    include the training renderer's own (sizes +-15%, colours up to 15 levels off per channel, background tints
-    185-255, one of four anti-aliasings, JPEG at quality 60-95 half the time). The robustness split still holds
-    scenes training never sees."""
-    count = len(scene.objects)
-    tint = rng.randint(185, 250)
-    supersample, resample = rng.choice(
-        [
-            (1, Image.Resampling.NEAREST),
-            (2, Image.Resampling.BILINEAR),
-            (3, Image.Resampling.BOX),
-            (SUPERSAMPLE, Image.Resampling.LANCZOS),
-        ]
-    )
-    return Rendering(
-        size_scale=tuple(rng.uniform(0.85, 1.15) for _ in range(count)),
-        colour_shift=tuple(tuple(rng.randint(-15, 15) for _ in range(3)) for _ in range(count)),
-        background=tuple(tint + rng.randint(-5, 5) for _ in range(3)),
-        supersample=supersample,
-        resample=resample,
-        jpeg_quality=rng.randint(60, 95) if rng.random() < 0.5 else None,
+    include the training renderer's own (background tints 180-255, any of the four anti-aliasings, JPEG at quality
+    60-95 half the time). The robustness split still holds scenes training never sees."""
+    return drawn_rendering(
+        scene, rng, (185, 250), list(ANTIALIASINGS), lambda r: r.randint(60, 95) if r.random() < 0.5 else None
     )
 
 
