@@ -112,3 +112,31 @@ def test_document_frequencies_of_the_evaluated_set_change_nothing_and_a_corpus_s
     alone = {"identical": CANDIDATES["identical"]}, {"identical": REFERENCES["identical"]}
     assert cider_d(*alone)[0] == 0.0  # its own set: every n-gram in every document
     assert cider_d(*alone, frequencies=document_frequencies(REFERENCES))[0] > 1.0
+
+
+def test_document_frequencies_read_text_as_cider_d_does_raw_or_tokenized():
+    from vlm.evaluation.metrics.cider import document_frequencies
+
+    raw = {
+        "a": ["A red circle, left of a blue square.", "Two shapes: a red circle and a blue square!"],
+        "b": ["A big green triangle above a small yellow star."],
+        "c": ["Three purple crosses.", "Crosses, three of them."],
+    }
+    candidates = {"a": "A red circle.", "b": "A green star!", "c": "One white cat."}
+    # Raw text is tokenized first, as cider_d tokenizes it: the set's own frequencies change nothing.
+    assert cider_d(candidates, raw, frequencies=document_frequencies(raw)) == cider_d(candidates, raw)
+    tokenized = {key: [simple_tokenize(r) for r in refs] for key, refs in raw.items()}
+    assert document_frequencies(tokenized, tokenized=True) == document_frequencies(raw)
+    # Tokenized text is taken as it is: the PTB tokenizer's "-lrb-" is a word, which tokenizing again would cut.
+    ptb = {"a": ["a dog -lrb- left -rrb- runs"], "b": ["a cat -lrb- right -rrb- sits"], "c": ["a bird flies"]}
+    ptb_candidates = {"a": "a dog -lrb- left -rrb- sits", "b": "a cat runs", "c": "a bird -lrb- flies"}
+    assert document_frequencies(ptb, tokenized=True).counts[("-lrb-",)] == 2
+    own = cider_d(ptb_candidates, ptb, tokenized=True)
+    assert cider_d(ptb_candidates, ptb, tokenized=True, frequencies=document_frequencies(ptb, tokenized=True)) == own
+
+
+def test_an_empty_corpus_gives_no_frequencies_and_no_error():
+    from vlm.evaluation.metrics.cider import document_frequencies
+
+    frequencies = document_frequencies({})
+    assert not frequencies.counts and frequencies.log_num_docs == 0.0  # log(1): every idf weight is then zero
