@@ -4,6 +4,7 @@ Java starts cost seconds (METEOR loads its paraphrase tables for ~10 s), so the 
 and score all cases in one set, comparing per-image scores as well as the corpus scores."""
 
 import shutil
+import sys
 
 import pytest
 
@@ -103,6 +104,31 @@ def test_an_image_without_references_is_refused():
 def test_an_empty_set_is_refused():
     with pytest.raises(ValueError, match="no predictions"):
         caption_metrics({}, {})
+
+
+def test_java_and_the_toolkit_are_found_where_they_are_and_not_where_they_are_not(tmp_path, monkeypatch):
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert coco_caption.java_available()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert not coco_caption.java_available()
+    assert coco_caption.toolkit_installed()
+    monkeypatch.setitem(sys.modules, "pycocoevalcap", None)  # what an uninstalled package looks like to import
+    assert not coco_caption.toolkit_installed()
+
+
+def test_spice_says_what_it_lacks(monkeypatch):
+    monkeypatch.setattr(coco_caption, "java_available", lambda: False)
+    assert "java" in coco_caption.spice_problem()
+    monkeypatch.setattr(coco_caption, "java_available", lambda: True)
+    monkeypatch.setattr(coco_caption, "toolkit_installed", lambda: False)
+    assert "pycocoevalcap" in coco_caption.spice_problem()
+    # With both, only its Stanford CoreNLP jars may be missing (the toolkit downloads them; nothing here does).
+    monkeypatch.setattr(coco_caption, "toolkit_installed", lambda: True)
+    problem = coco_caption.spice_problem()
+    assert problem is None or "CoreNLP" in problem
 
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="java is not on PATH (PTB tokenizer, METEOR)")
