@@ -8,11 +8,19 @@ from PIL import Image
 from vlm.cli import evaluate as evaluate_cli
 from vlm.data.sample import Sample
 from vlm.data.shapes import ShapesDataset
-from vlm.evaluation.evaluate import caption_items, evaluate, quick_metrics, score_captions
+from vlm.evaluation import evaluate as evaluate_module
+from vlm.evaluation.evaluate import (
+    caption_items,
+    evaluate,
+    format_table,
+    predict_answers,
+    quick_metrics,
+    score_captions,
+)
 from vlm.evaluation.metrics import coco_caption
 from vlm.evaluation.metrics.cider import cider_d
 from vlm.inference.generate import GenerationConfig
-from vlm.inference.predict import Predictor
+from vlm.inference.predict import ANSWER_TOKENS, Predictor
 from vlm.model.checkpoint import save_model
 
 SHORT = GenerationConfig(max_new_tokens=3)
@@ -175,6 +183,69 @@ def test_quick_metrics_for_training_validation(predictor, tmp_path):
     metrics = quick_metrics(predictor, shapes, questions(tmp_path), limit=3)
     assert set(metrics) == {"val_cider", "val_objects_named_correctly", "val_vqa_accuracy"}
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_quick_metrics_score_the_first_limit_samples_with_the_builtin_cider_only(
+    knowing, coco_like, tmp_path, monkeypatch
+):
+    def no_toolkit(*args, **kwargs):
+        raise AssertionError("validation during training must not start the toolkit (Java)")
+
+    monkeypatch.setattr(evaluate_module, "caption_metrics", no_toolkit)
+    metrics = quick_metrics(knowing, coco_like, questions(tmp_path), limit=2)
+    # The first two images are red and blue, which the known captions name; the first two questions are about the
+    # red image and both answered right (2/3 each with three human answers).
+    first_two = {s.image_id: s.references for s in coco_like[:2]}
+    expected, _ = cider_d({100: "a red picture", 101: "a blue picture"}, first_two)
+    assert metrics == pytest.approx({"val_cider": expected, "val_vqa_accuracy": 2 / 3})
+
+
+class RecordingPredictor:
+    """Answers every question "yes" and records the images, image_index and config of each call."""
+
+    blind = False
+
+    def __init__(self):
+        self.calls = []
+
+    def answer(self, images, questions, image_index, config):
+        self.calls.append((list(images), list(image_index), config))
+        return ["yes"] * len(questions)
+
+
+def test_questions_about_one_image_share_its_encoding_and_images_without_an_id_do_not(capsys):
+    ids_and_images = [("a", "a.png"), ("b", "b.png"), ("a", "a.png"), ("", "c.png"), ("", "d.png"), (None, "e.png")]
+    samples = [Sample(image, "yes", "is it?", image_id=image_id) for image_id, image in ids_and_images]
+    predictor = RecordingPredictor()
+    assert predict_answers(predictor, samples) == ["yes"] * 6
+    assert predictor.calls == [
+        (
+            ["a.png", "b.png", "c.png", "d.png", "e.png"],
+            [0, 1, 0, 2, 3, 4],
+            GenerationConfig(max_new_tokens=ANSWER_TOKENS),
+        )
+    ]
+    assert capsys.readouterr().err == ""  # quiet by default: no progress bar
+    config = GenerationConfig(max_new_tokens=5, strategy="beam")
+    predictor.calls.clear()
+    predict_answers(predictor, samples, config, batch_size=4)
+    assert predictor.calls == [
+        (["a.png", "b.png", "c.png"], [0, 1, 0, 2], config),
+        (["d.png", "e.png"], [0, 1], config),
+    ]
+
+
+def test_the_terminal_table_aligns_scores_to_four_places_and_indents_breakdowns():
+    metrics = {"CIDEr": 0.123456, "per_answer_type": {"yes/no": 0.5, "count": 3}, "images": 4}
+    assert format_table(metrics, "shapes test").split("\n") == [
+        "shapes test",
+        "-----------",
+        f"{'CIDEr':<32}   0.1235",
+        "per_answer_type:",
+        f"  {'yes/no':<30}   0.5000",
+        f"  {'count':<30} 3",
+        f"{'images':<32} 4",
+    ]
 
 
 def test_bad_inputs_are_refused_with_a_reason(predictor, coco_like, tmp_path):
