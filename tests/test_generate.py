@@ -147,6 +147,14 @@ def test_batched_generation_equals_one_by_one(ending, strategy):
         assert run(ending, config, images[row : row + 1], [prompt]) == [batched[row]]
 
 
+def test_beam_search_without_the_cache_equals_beam_search_with_it(setup):
+    # Beams are reordered every step: without the cache the recomputed sequences must follow their beams too.
+    config = GenerationConfig(max_new_tokens=10, strategy="beam", num_beams=3)
+    with_cache = run(setup, config)
+    config.use_cache = False
+    assert run(setup, config) == with_cache
+
+
 def test_beam_search_with_width_one_equals_greedy(setup):
     greedy = run(setup, GenerationConfig(max_new_tokens=15))
     for penalty in (0.0, 1.0, 2.0):
@@ -203,6 +211,8 @@ def test_beam_search_ranks_finished_hypotheses_by_the_length_penalised_score(set
     assert run(scripted, GenerationConfig(max_new_tokens=5)) == [[a]] * 3
     assert beam(0.0) == [[a]] * 3
     assert beam(1.0) == beam(2.0) == [[b, c]] * 3
+    # The penalty is a power of the length: at 0.5, log 0.4 / sqrt(2) = -0.65 < log 0.6 = -0.51, so [a] again.
+    assert beam(0.5) == [[a]] * 3
 
 
 def test_sampling_is_reproducible_with_a_seed(setup):
