@@ -73,7 +73,7 @@ def report(modules: list[str]) -> None:
         timeouts = sum(code in TIMEOUTS for code in ran.values())
         note = ", ".join(
             [f"{n} {name}" for name, n in sorted(others.items())]
-            + [f"{timeouts} of them by timeout"] * bool(timeouts)
+            + [f"{timeouts} killed by timeout"] * bool(timeouts)
         )
         if len(ran) < len(codes):
             note += f"; {len(codes) - len(ran)} not run"
