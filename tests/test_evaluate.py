@@ -15,6 +15,7 @@ from vlm.evaluation.evaluate import (
     format_table,
     predict_answers,
     quick_metrics,
+    score_answers,
     score_captions,
 )
 from vlm.evaluation.metrics import coco_caption
@@ -232,6 +233,34 @@ def test_questions_about_one_image_share_its_encoding_and_images_without_an_id_d
     assert predictor.calls == [
         (["a.png", "b.png", "c.png"], [0, 1, 0, 2], config),
         (["d.png", "e.png"], [0, 1], config),
+    ]
+
+
+def test_answer_rows_number_questions_without_an_id_and_keep_the_whole_reply():
+    samples = [
+        Sample("a.png", "no", "is it red?", ["no", "no", "yes"], image_id=1),
+        Sample("b.png", "circle", "what shape is it?", image_id=2),  # no references: its target is the answer
+    ]
+    _, rows = score_answers(samples, ["blue, so no", "a circle"])
+    assert rows == [
+        {
+            "question_id": 0,
+            "image_id": 1,
+            "question": "is it red?",
+            "answer": "no",
+            "reply": "blue, so no",
+            "references": ["no", "no", "yes"],
+            "score": pytest.approx((1 / 3 + 1 / 3 + 2 / 3) / 3),  # leave-one-out over the three answers
+        },
+        {
+            "question_id": 1,
+            "image_id": 2,
+            "question": "what shape is it?",
+            "answer": "a circle",
+            "reply": "a circle",
+            "references": ["circle"],
+            "score": 1.0,
+        },
     ]
 
 
