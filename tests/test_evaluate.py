@@ -236,6 +236,16 @@ def test_questions_about_one_image_share_its_encoding_and_images_without_an_id_d
     ]
 
 
+def test_evaluation_defaults_to_the_toolkit_and_a_progress_bar_and_takes_any_batch_size(
+    knowing, coco_like, monkeypatch, capsys
+):
+    pytest.importorskip("pycocoevalcap")
+    monkeypatch.setattr(coco_caption, "java_available", lambda: False)  # the toolkit, without METEOR's 10 s of Java
+    by_one = evaluate(knowing, coco_like, None, SHORT, batch_size=1)
+    assert "BLEU-4" in by_one and "captioning" in capsys.readouterr().err
+    assert evaluate(knowing, coco_like, None, SHORT, batch_size=3, quiet=True) == by_one
+
+
 def test_answer_rows_number_questions_without_an_id_and_keep_the_whole_reply():
     samples = [
         Sample("a.png", "no", "is it red?", ["no", "no", "yes"], image_id=1),
