@@ -46,6 +46,8 @@ def mutant_glob(module: str) -> str:
 
 
 def run_mutmut(names: list[str], max_children: int) -> int:
+    if subprocess.call([sys.executable, "-c", "import mutmut"], stderr=subprocess.DEVNULL) != 0:
+        sys.exit("mutmut is not installed: pip install -e '.[mutation]'")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # mutmut imports vlm from ./mutants; an outer PYTHONPATH pointing at a checkout would import the unmutated copy.
     env.pop("PYTHONPATH", None)
@@ -72,8 +74,7 @@ def report(modules: list[str]) -> None:
         others = Counter(NAMES.get(code, f"exit {code}") for code in ran.values() if code not in KILLED | TIMEOUTS)
         timeouts = sum(code in TIMEOUTS for code in ran.values())
         note = ", ".join(
-            [f"{n} {name}" for name, n in sorted(others.items())]
-            + [f"{timeouts} killed by timeout"] * bool(timeouts)
+            [f"{n} {name}" for name, n in sorted(others.items())] + [f"{timeouts} killed by timeout"] * bool(timeouts)
         )
         if len(ran) < len(codes):
             note += f"; {len(codes) - len(ran)} not run"
