@@ -6,7 +6,7 @@ import torch
 from helpers import tiny_model, tiny_tokenizer
 
 from vlm.experiments.benchmarks import benchmark_generation, format_timings
-from vlm.inference.generate import GenerationConfig, generate
+from vlm.inference.generate import GenerationConfig, generate, sample_tokens
 from vlm.model.vision_language_model import VisionLanguageModel
 
 QUESTIONS = ["what color is the circle?", "two blue squares above a green star?", "red?"]
@@ -231,6 +231,31 @@ def test_sampling_is_reproducible_with_a_seed(setup):
     assert torch.equal(torch.get_rng_state(), global_rng)
     tiny_nucleus = GenerationConfig(max_new_tokens=10, strategy="sample", top_p=1e-6, seed=3)
     assert run(setup, tiny_nucleus) == run(setup, GenerationConfig(max_new_tokens=10))
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p", "expected"),
+    [
+        (1.0, 0, 1.0, [0.5, 0.3, 0.2]),
+        (2.0, 0, 1.0, [p**0.5 / (0.5**0.5 + 0.3**0.5 + 0.2**0.5) for p in (0.5, 0.3, 0.2)]),  # softmax(logits / 2)
+        (1.0, 2, 1.0, [0.625, 0.375, 0.0]),  # the two likeliest, renormalised
+        (1.0, 0, 0.6, [0.625, 0.375, 0.0]),  # 0.5 < 0.6 before the second: kept; 0.8 before the third: dropped
+        (1.0, 0, 0.4, [1.0, 0.0, 0.0]),  # the best token alone already reaches 0.4
+    ],
+)
+def test_sampled_tokens_follow_the_tempered_top_k_top_p_probabilities(temperature, top_k, top_p, expected):
+    draws = 4000
+    logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.2)]]).repeat(draws, 1)
+    config = GenerationConfig(strategy="sample", temperature=temperature, top_k=top_k, top_p=top_p)
+    tokens = sample_tokens(logits, config, torch.Generator().manual_seed(0))
+    assert (torch.bincount(tokens, minlength=3) / draws).tolist() == pytest.approx(expected, abs=0.03)
+
+
+def test_top_k_of_a_single_row_keeps_k_tokens():
+    # One prompt is one row: k must be counted over the vocabulary, not the rows.
+    logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.2)]])
+    config, generator = GenerationConfig(strategy="sample", top_k=2), torch.Generator().manual_seed(0)
+    assert {int(sample_tokens(logits, config, generator)) for _ in range(200)} == {0, 1}
 
 
 def test_each_new_token_costs_one_position_and_the_image_is_encoded_once(setup, monkeypatch):
