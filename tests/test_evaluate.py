@@ -10,10 +10,12 @@ from vlm.data.sample import Sample
 from vlm.data.shapes import ShapesDataset
 from vlm.evaluation import evaluate as evaluate_module
 from vlm.evaluation.evaluate import (
+    CAPTION_TOKENS,
     caption_items,
     evaluate,
     format_table,
     predict_answers,
+    predict_captions,
     quick_metrics,
     score_answers,
     score_captions,
@@ -202,7 +204,8 @@ def test_quick_metrics_score_the_first_limit_samples_with_the_builtin_cider_only
 
 
 class RecordingPredictor:
-    """Answers every question "yes" and records the images, image_index and config of each call."""
+    """Answers every question "yes", captions every image "a picture", and records the images (and image_index)
+    and config of each call."""
 
     blind = False
 
@@ -212,6 +215,21 @@ class RecordingPredictor:
     def answer(self, images, questions, image_index, config):
         self.calls.append((list(images), list(image_index), config))
         return ["yes"] * len(questions)
+
+    def caption(self, images, config):
+        self.calls.append((list(images), config))
+        return ["a picture"] * len(images)
+
+
+def test_captions_are_generated_with_the_config_given_or_the_caption_default(coco_like, tmp_path):
+    predictor, images = RecordingPredictor(), [s.image for s in coco_like]
+    out = tmp_path / "runs" / "eval"  # its parent does not exist yet
+    evaluate(predictor, coco_like, out, SHORT, batch_size=3, toolkit=False, quiet=True)
+    assert predictor.calls == [(images[:3], SHORT), (images[3:], SHORT)]
+    assert (out / "metrics.json").exists()
+    predictor.calls.clear()
+    predict_captions(predictor, coco_like)
+    assert predictor.calls == [(images, GenerationConfig(max_new_tokens=CAPTION_TOKENS))]
 
 
 def test_questions_about_one_image_share_its_encoding_and_images_without_an_id_do_not(capsys):
