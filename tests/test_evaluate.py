@@ -221,6 +221,16 @@ class RecordingPredictor:
         return ["a picture"] * len(images)
 
 
+def test_questions_are_answered_with_the_config_and_batch_size_given_with_a_progress_bar(tmp_path, capsys):
+    predictor, samples = RecordingPredictor(), questions(tmp_path)
+    evaluate(predictor, samples, None, SHORT, batch_size=3)
+    assert [(len(images), index, config) for images, index, config in predictor.calls] == [
+        (2, [0, 0, 1], SHORT),  # two questions about the first image, one about the second
+        (1, [0], SHORT),
+    ]
+    assert "answering" in capsys.readouterr().err
+
+
 def test_captions_are_generated_with_the_config_given_or_the_caption_default(coco_like, tmp_path):
     predictor, images = RecordingPredictor(), [s.image for s in coco_like]
     out = tmp_path / "runs" / "eval"  # its parent does not exist yet
