@@ -172,6 +172,21 @@ def test_a_caption_set_with_one_sample_per_reference_is_scored_once_per_image(pr
     assert metrics["images"] == 2
 
 
+def test_caption_images_without_an_id_stay_apart_under_ids_of_their_own(coco_like):
+    unnamed = [
+        Sample(coco_like[0].image, "a red picture", image_id=""),
+        Sample(coco_like[1].image, "a blue picture", references=["a blue picture", "blue"], image_id=None),
+    ]
+    items = caption_items(unnamed + coco_like[2:3])
+    assert [(i.image, i.image_id, i.references) for i in items] == [
+        (coco_like[0].image, "#0", ["a red picture"]),  # no references: its target is the one
+        (coco_like[1].image, "#1", ["a blue picture", "blue"]),
+        (coco_like[2].image, 102, coco_like[2].references),
+    ]
+    with pytest.raises(ValueError):  # one caption per image, never silently fewer
+        score_captions(items, ["a caption", "another"], toolkit=False)
+
+
 def test_toolkit_scores_without_java_say_what_is_missing(monkeypatch, coco_like):
     pytest.importorskip("pycocoevalcap")
     monkeypatch.setattr(coco_caption, "java_available", lambda: False)
