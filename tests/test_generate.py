@@ -106,6 +106,17 @@ def test_greedy_and_sampled_rows_stop_at_their_end_token(ending, strategy):
     assert all(ending[1].eos_id not in row for row in outputs)
 
 
+def test_beam_search_stops_once_every_prompt_has_its_hypotheses(setup):
+    model, tokenizer, images, prompts = setup
+    steps = {tuple(prompt): 1 for prompt in prompts}  # every beam ends after one token
+    model = with_scripted_logits(tiny_model(tokenizer, seed=3), ends_after(tokenizer.eos_id, steps))
+    decode_step, calls = model.decode_step, []
+    model.decode_step = lambda *args: calls.append(1) or decode_step(*args)
+    config = GenerationConfig(max_new_tokens=20, strategy="beam", num_beams=3)
+    assert [len(row) for row in run((model, tokenizer, images, prompts), config)] == [1, 1, 1]
+    assert len(calls) == 1  # the first token, then the end tokens: not 19 more steps of finished beams
+
+
 @pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
 def test_min_new_tokens_holds_back_the_end_token(setup, strategy):
     model, tokenizer, images, prompts = setup
@@ -280,17 +291,25 @@ def test_min_new_tokens_and_bad_arguments(setup):
     assert all(len(row) == 5 for row in outputs)
     with pytest.raises(ValueError, match="strategy must be greedy, beam or sample"):
         run(setup, GenerationConfig(strategy="nucleus"))
-    with pytest.raises(ValueError, match="3 prompts need an image each"):
-        run(setup, GenerationConfig(), image_index=[0, 1, 5])
+    for image_index in ([0, 1, 5], [0, 1, 3], [0, -1, 1], [0, 1]):  # 3 images: index 3 is one past the end
+        with pytest.raises(ValueError, match="3 prompts need an image each"):
+            run(setup, GenerationConfig(), image_index=image_index)
 
 
 def test_bfloat16_autocast_generates_and_no_prompts_give_no_outputs(setup):
     model, tokenizer, images, prompts = setup
     config = GenerationConfig(max_new_tokens=4, min_new_tokens=4)
-    outputs = generate(
-        model, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config, autocast_dtype=torch.bfloat16
-    )
+    dtypes = []
+    linear = next(m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    try:
+        outputs = generate(
+            model, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config, autocast_dtype=torch.bfloat16
+        )
+    finally:
+        hook.remove()
     assert [len(row) for row in outputs] == [4] * len(prompts)
+    assert set(dtypes) == {torch.bfloat16}  # the decoder's matrix products ran in bfloat16
     assert generate(model, images, [], tokenizer.eos_id, tokenizer.pad_id, config) == []
 
 
