@@ -55,6 +55,16 @@ def test_equals_the_toolkit_on_each_pair_of_cases(case):
     assert [per_image[case], per_image[other]] == pytest.approx(expected, abs=1e-6)
 
 
+def test_equals_the_toolkit_when_a_caption_is_too_short_to_have_bigrams():
+    # The length penalty compares counts of bigrams: a one-word caption has none, a two-word one has one.
+    references = {"one_word": REFERENCES["many_references"], "two_words": REFERENCES["partial"], **REFERENCES}
+    candidates = {"one_word": "frisbee", "two_words": "green triangle", **CANDIDATES}
+    expected_mean, expected = toolkit_cider(candidates, references)
+    mean, per_image = cider_d(candidates, references, tokenized=True)
+    assert per_image["one_word"] > 0 and per_image["two_words"] > 0
+    assert list(per_image.values()) == pytest.approx(expected, abs=1e-9)
+
+
 def test_per_image_scores_order_identical_partial_disjoint():
     _, per_image = cider_d(CANDIDATES, REFERENCES, tokenized=True)
     assert per_image["identical"] > per_image["partial"] > per_image["disjoint"] == 0.0
