@@ -106,15 +106,24 @@ def test_greedy_and_sampled_rows_stop_at_their_end_token(ending, strategy):
     assert all(ending[1].eos_id not in row for row in outputs)
 
 
-def test_beam_search_stops_once_every_prompt_has_its_hypotheses(setup):
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_generation_stops_once_every_row_has_ended(setup, strategy):
     model, tokenizer, images, prompts = setup
-    steps = {tuple(prompt): 1 for prompt in prompts}  # every beam ends after one token
+    steps = {tuple(prompt): 1 for prompt in prompts}  # every row (every beam) ends after one token
     model = with_scripted_logits(tiny_model(tokenizer, seed=3), ends_after(tokenizer.eos_id, steps))
     decode_step, calls = model.decode_step, []
     model.decode_step = lambda *args: calls.append(1) or decode_step(*args)
-    config = GenerationConfig(max_new_tokens=20, strategy="beam", num_beams=3)
+    config = GenerationConfig(max_new_tokens=20, strategy=strategy, num_beams=3)
     assert [len(row) for row in run((model, tokenizer, images, prompts), config)] == [1, 1, 1]
-    assert len(calls) == 1  # the first token, then the end tokens: not 19 more steps of finished beams
+    assert len(calls) == 1  # the first token, then the end tokens: not 19 more steps of finished rows
+
+
+@pytest.mark.parametrize(
+    "setting", [{"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1}, {"max_new_tokens": 0}]
+)
+def test_each_out_of_range_setting_alone_is_refused(setting):
+    with pytest.raises(ValueError):
+        GenerationConfig(**setting).validate()
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
