@@ -99,6 +99,7 @@ def test_each_caption_is_scored_against_its_own_images_references(knowing, coco_
     rows = json.loads((tmp_path / "per_image.json").read_text())
     assert [(r["image_id"], r["caption"]) for r in rows] == list(captions.items())
     assert [r["scores"]["CIDEr"] for r in rows] == pytest.approx([cider[i] for i in captions])
+    assert "BLEU, METEOR, ROUGE-L" in json.loads((tmp_path / "metrics.json").read_text())["unavailable"]
     assert [r["references"] for r in rows] == [s.references for s in coco_like]
     results = json.loads((tmp_path / "predictions.json").read_text())
     assert [(r["image_id"], r["caption"]) for r in results] == list(captions.items())

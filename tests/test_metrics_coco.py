@@ -68,6 +68,7 @@ def test_without_java_the_toolkit_scores_simple_tokenized_text_and_says_what_is_
     assert_equal_scores(result, *toolkit_scores(gts, res))
     assert set(result.metrics) == set(NAMES)
     assert "java" in result.unavailable["METEOR"] and "simple_tokenize" in result.unavailable["PTB tokenizer"]
+    assert "java" in result.unavailable["PTB tokenizer"]  # the reason: not the toolkit, which is installed
     assert "SPICE" in result.unavailable
 
 
@@ -88,8 +89,13 @@ def test_without_the_toolkit_only_the_builtin_cider_remains(monkeypatch):
     gts = {i: [simple_tokenize(r) for r in refs] for i, refs in REFERENCES.items()}
     expected = Cider().compute_score(gts, {i: [simple_tokenize(p)] for i, p in PREDICTIONS.items()})[0]
     assert result.metrics["CIDEr"] == pytest.approx(expected, abs=1e-6)
-    assert "not installed" in result.unavailable["BLEU-1..4"] and "not installed" in result.unavailable["METEOR"]
-    assert "simple_tokenize" in result.unavailable["PTB tokenizer"]
+    assert list(result.per_image) == ["CIDEr"] and set(result.per_image["CIDEr"]) == set(REFERENCES)
+    assert set(result.unavailable) == {"BLEU-1..4", "METEOR", "ROUGE-L", "PTB tokenizer", "SPICE"}
+    assert all("not installed" in result.unavailable[name] for name in ("BLEU-1..4", "METEOR", "ROUGE-L"))
+    assert (
+        "not installed" in result.unavailable["PTB tokenizer"]
+        and "simple_tokenize" in result.unavailable["PTB tokenizer"]
+    )
 
 
 def test_mismatched_ids_are_refused():
