@@ -8,11 +8,22 @@ from PIL import Image
 from vlm.cli import evaluate as evaluate_cli
 from vlm.data.sample import Sample
 from vlm.data.shapes import ShapesDataset
-from vlm.evaluation.evaluate import caption_items, evaluate, quick_metrics, score_captions
+from vlm.evaluation import evaluate as evaluate_module
+from vlm.evaluation.evaluate import (
+    CAPTION_TOKENS,
+    caption_items,
+    evaluate,
+    format_table,
+    predict_answers,
+    predict_captions,
+    quick_metrics,
+    score_answers,
+    score_captions,
+)
 from vlm.evaluation.metrics import coco_caption
 from vlm.evaluation.metrics.cider import cider_d
 from vlm.inference.generate import GenerationConfig
-from vlm.inference.predict import Predictor
+from vlm.inference.predict import ANSWER_TOKENS, Predictor
 from vlm.model.checkpoint import save_model
 
 SHORT = GenerationConfig(max_new_tokens=3)
@@ -88,6 +99,7 @@ def test_each_caption_is_scored_against_its_own_images_references(knowing, coco_
     rows = json.loads((tmp_path / "per_image.json").read_text())
     assert [(r["image_id"], r["caption"]) for r in rows] == list(captions.items())
     assert [r["scores"]["CIDEr"] for r in rows] == pytest.approx([cider[i] for i in captions])
+    assert "BLEU, METEOR, ROUGE-L" in json.loads((tmp_path / "metrics.json").read_text())["unavailable"]
     assert [r["references"] for r in rows] == [s.references for s in coco_like]
     results = json.loads((tmp_path / "predictions.json").read_text())
     assert [(r["image_id"], r["caption"]) for r in results] == list(captions.items())
@@ -161,6 +173,21 @@ def test_a_caption_set_with_one_sample_per_reference_is_scored_once_per_image(pr
     assert metrics["images"] == 2
 
 
+def test_caption_images_without_an_id_stay_apart_under_ids_of_their_own(coco_like):
+    unnamed = [
+        Sample(coco_like[0].image, "a red picture", image_id=""),
+        Sample(coco_like[1].image, "a blue picture", references=["a blue picture", "blue"], image_id=None),
+    ]
+    items = caption_items(unnamed + coco_like[2:3])
+    assert [(i.image, i.image_id, i.references) for i in items] == [
+        (coco_like[0].image, "#0", ["a red picture"]),  # no references: its target is the one
+        (coco_like[1].image, "#1", ["a blue picture", "blue"]),
+        (coco_like[2].image, 102, coco_like[2].references),
+    ]
+    with pytest.raises(ValueError):  # one caption per image, never silently fewer
+        score_captions(items, ["a caption", "another"], toolkit=False)
+
+
 def test_toolkit_scores_without_java_say_what_is_missing(monkeypatch, coco_like):
     pytest.importorskip("pycocoevalcap")
     monkeypatch.setattr(coco_caption, "java_available", lambda: False)
@@ -175,6 +202,133 @@ def test_quick_metrics_for_training_validation(predictor, tmp_path):
     metrics = quick_metrics(predictor, shapes, questions(tmp_path), limit=3)
     assert set(metrics) == {"val_cider", "val_objects_named_correctly", "val_vqa_accuracy"}
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_quick_metrics_score_the_first_limit_samples_with_the_builtin_cider_only(
+    knowing, coco_like, tmp_path, monkeypatch
+):
+    def no_toolkit(*args, **kwargs):
+        raise AssertionError("validation during training must not start the toolkit (Java)")
+
+    monkeypatch.setattr(evaluate_module, "caption_metrics", no_toolkit)
+    metrics = quick_metrics(knowing, coco_like, questions(tmp_path), limit=2)
+    # The first two images are red and blue, which the known captions name; the first two questions are about the
+    # red image and both answered right (2/3 each with three human answers).
+    first_two = {s.image_id: s.references for s in coco_like[:2]}
+    expected, _ = cider_d({100: "a red picture", 101: "a blue picture"}, first_two)
+    assert metrics == pytest.approx({"val_cider": expected, "val_vqa_accuracy": 2 / 3})
+
+
+class RecordingPredictor:
+    """Answers every question "yes", captions every image "a picture", and records the images (and image_index)
+    and config of each call."""
+
+    blind = False
+
+    def __init__(self):
+        self.calls = []
+
+    def answer(self, images, questions, image_index, config):
+        self.calls.append((list(images), list(image_index), config))
+        return ["yes"] * len(questions)
+
+    def caption(self, images, config):
+        self.calls.append((list(images), config))
+        return ["a picture"] * len(images)
+
+
+def test_questions_are_answered_with_the_config_and_batch_size_given_with_a_progress_bar(tmp_path, capsys):
+    predictor, samples = RecordingPredictor(), questions(tmp_path)
+    evaluate(predictor, samples, None, SHORT, batch_size=3)
+    assert [(len(images), index, config) for images, index, config in predictor.calls] == [
+        (2, [0, 0, 1], SHORT),  # two questions about the first image, one about the second
+        (1, [0], SHORT),
+    ]
+    assert "answering" in capsys.readouterr().err
+
+
+def test_captions_are_generated_with_the_config_given_or_the_caption_default(coco_like, tmp_path):
+    predictor, images = RecordingPredictor(), [s.image for s in coco_like]
+    out = tmp_path / "runs" / "eval"  # its parent does not exist yet
+    evaluate(predictor, coco_like, out, SHORT, batch_size=3, toolkit=False, quiet=True)
+    assert predictor.calls == [(images[:3], SHORT), (images[3:], SHORT)]
+    assert (out / "metrics.json").exists()
+    predictor.calls.clear()
+    predict_captions(predictor, coco_like)
+    assert predictor.calls == [(images, GenerationConfig(max_new_tokens=CAPTION_TOKENS))]
+
+
+def test_questions_about_one_image_share_its_encoding_and_images_without_an_id_do_not(capsys):
+    ids_and_images = [("a", "a.png"), ("b", "b.png"), ("a", "a.png"), ("", "c.png"), ("", "d.png"), (None, "e.png")]
+    samples = [Sample(image, "yes", "is it?", image_id=image_id) for image_id, image in ids_and_images]
+    predictor = RecordingPredictor()
+    assert predict_answers(predictor, samples) == ["yes"] * 6
+    assert predictor.calls == [
+        (
+            ["a.png", "b.png", "c.png", "d.png", "e.png"],
+            [0, 1, 0, 2, 3, 4],
+            GenerationConfig(max_new_tokens=ANSWER_TOKENS),
+        )
+    ]
+    assert capsys.readouterr().err == ""  # quiet by default: no progress bar
+    config = GenerationConfig(max_new_tokens=5, strategy="beam")
+    predictor.calls.clear()
+    predict_answers(predictor, samples, config, batch_size=4)
+    assert predictor.calls == [
+        (["a.png", "b.png", "c.png"], [0, 1, 0, 2], config),
+        (["d.png", "e.png"], [0, 1], config),
+    ]
+
+
+def test_evaluation_defaults_to_the_toolkit_and_a_progress_bar_and_takes_any_batch_size(
+    knowing, coco_like, monkeypatch, capsys
+):
+    pytest.importorskip("pycocoevalcap")
+    monkeypatch.setattr(coco_caption, "java_available", lambda: False)  # the toolkit, without METEOR's 10 s of Java
+    by_one = evaluate(knowing, coco_like, None, SHORT, batch_size=1)
+    assert "BLEU-4" in by_one and "captioning" in capsys.readouterr().err
+    assert evaluate(knowing, coco_like, None, SHORT, batch_size=3, quiet=True) == by_one
+
+
+def test_answer_rows_number_questions_without_an_id_and_keep_the_whole_reply():
+    samples = [
+        Sample("a.png", "no", "is it red?", ["no", "no", "yes"], image_id=1),
+        Sample("b.png", "circle", "what shape is it?", image_id=2),  # no references: its target is the answer
+    ]
+    _, rows = score_answers(samples, ["blue, so no", "a circle"])
+    assert rows == [
+        {
+            "question_id": 0,
+            "image_id": 1,
+            "question": "is it red?",
+            "answer": "no",
+            "reply": "blue, so no",
+            "references": ["no", "no", "yes"],
+            "score": pytest.approx((1 / 3 + 1 / 3 + 2 / 3) / 3),  # leave-one-out over the three answers
+        },
+        {
+            "question_id": 1,
+            "image_id": 2,
+            "question": "what shape is it?",
+            "answer": "a circle",
+            "reply": "a circle",
+            "references": ["circle"],
+            "score": 1.0,
+        },
+    ]
+
+
+def test_the_terminal_table_aligns_scores_to_four_places_and_indents_breakdowns():
+    metrics = {"CIDEr": 0.123456, "per_answer_type": {"yes/no": 0.5, "count": 3}, "images": 4}
+    assert format_table(metrics, "shapes test").split("\n") == [
+        "shapes test",
+        "-----------",
+        f"{'CIDEr':<32}   0.1235",
+        "per_answer_type:",
+        f"  {'yes/no':<30}   0.5000",
+        f"  {'count':<30} 3",
+        f"{'images':<32} 4",
+    ]
 
 
 def test_bad_inputs_are_refused_with_a_reason(predictor, coco_like, tmp_path):

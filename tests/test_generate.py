@@ -6,7 +6,7 @@ import torch
 from helpers import tiny_model, tiny_tokenizer
 
 from vlm.experiments.benchmarks import benchmark_generation, format_timings
-from vlm.inference.generate import GenerationConfig, generate, stream
+from vlm.inference.generate import GenerationConfig, generate, sample_tokens, stream
 from vlm.model.vision_language_model import VisionLanguageModel
 
 QUESTIONS = ["what color is the circle?", "two blue squares above a green star?", "red?"]
@@ -106,6 +106,26 @@ def test_greedy_and_sampled_rows_stop_at_their_end_token(ending, strategy):
     assert all(ending[1].eos_id not in row for row in outputs)
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_generation_stops_once_every_row_has_ended(setup, strategy):
+    model, tokenizer, images, prompts = setup
+    steps = {tuple(prompt): 1 for prompt in prompts}  # every row (every beam) ends after one token
+    model = with_scripted_logits(tiny_model(tokenizer, seed=3), ends_after(tokenizer.eos_id, steps))
+    decode_step, calls = model.decode_step, []
+    model.decode_step = lambda *args: calls.append(1) or decode_step(*args)
+    config = GenerationConfig(max_new_tokens=20, strategy=strategy, num_beams=3)
+    assert [len(row) for row in run((model, tokenizer, images, prompts), config)] == [1, 1, 1]
+    assert len(calls) == 1  # the first token, then the end tokens: not 19 more steps of finished rows
+
+
+@pytest.mark.parametrize(
+    "setting", [{"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1}, {"max_new_tokens": 0}]
+)
+def test_each_out_of_range_setting_alone_is_refused(setting):
+    with pytest.raises(ValueError):
+        GenerationConfig(**setting).validate()
+
+
 @pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
 def test_min_new_tokens_holds_back_the_end_token(setup, strategy):
     model, tokenizer, images, prompts = setup
@@ -168,6 +188,14 @@ def test_batched_generation_equals_one_by_one(ending, strategy):
         assert run(ending, config, images[row : row + 1], [prompt]) == [batched[row]]
 
 
+def test_beam_search_without_the_cache_equals_beam_search_with_it(setup):
+    # Beams are reordered every step: without the cache the recomputed sequences must follow their beams too.
+    config = GenerationConfig(max_new_tokens=10, strategy="beam", num_beams=3)
+    with_cache = run(setup, config)
+    config.use_cache = False
+    assert run(setup, config) == with_cache
+
+
 def test_beam_search_with_width_one_equals_greedy(setup):
     greedy = run(setup, GenerationConfig(max_new_tokens=15))
     for penalty in (0.0, 1.0, 2.0):
@@ -224,6 +252,8 @@ def test_beam_search_ranks_finished_hypotheses_by_the_length_penalised_score(set
     assert run(scripted, GenerationConfig(max_new_tokens=5)) == [[a]] * 3
     assert beam(0.0) == [[a]] * 3
     assert beam(1.0) == beam(2.0) == [[b, c]] * 3
+    # The penalty is a power of the length: at 0.5, log 0.4 / sqrt(2) = -0.65 < log 0.6 = -0.51, so [a] again.
+    assert beam(0.5) == [[a]] * 3
 
 
 def test_sampling_is_reproducible_with_a_seed(setup):
@@ -242,6 +272,31 @@ def test_sampling_is_reproducible_with_a_seed(setup):
     assert torch.equal(torch.get_rng_state(), global_rng)
     tiny_nucleus = GenerationConfig(max_new_tokens=10, strategy="sample", top_p=1e-6, seed=3)
     assert run(setup, tiny_nucleus) == run(setup, GenerationConfig(max_new_tokens=10))
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p", "expected"),
+    [
+        (1.0, 0, 1.0, [0.5, 0.3, 0.2]),
+        (2.0, 0, 1.0, [p**0.5 / (0.5**0.5 + 0.3**0.5 + 0.2**0.5) for p in (0.5, 0.3, 0.2)]),  # softmax(logits / 2)
+        (1.0, 2, 1.0, [0.625, 0.375, 0.0]),  # the two likeliest, renormalised
+        (1.0, 0, 0.6, [0.625, 0.375, 0.0]),  # 0.5 < 0.6 before the second: kept; 0.8 before the third: dropped
+        (1.0, 0, 0.4, [1.0, 0.0, 0.0]),  # the best token alone already reaches 0.4
+    ],
+)
+def test_sampled_tokens_follow_the_tempered_top_k_top_p_probabilities(temperature, top_k, top_p, expected):
+    draws = 4000
+    logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.2)]]).repeat(draws, 1)
+    config = GenerationConfig(strategy="sample", temperature=temperature, top_k=top_k, top_p=top_p)
+    tokens = sample_tokens(logits, config, torch.Generator().manual_seed(0))
+    assert (torch.bincount(tokens, minlength=3) / draws).tolist() == pytest.approx(expected, abs=0.03)
+
+
+def test_top_k_of_a_single_row_keeps_k_tokens():
+    # One prompt is one row: k must be counted over the vocabulary, not the rows.
+    logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.2)]])
+    config, generator = GenerationConfig(strategy="sample", top_k=2), torch.Generator().manual_seed(0)
+    assert {int(sample_tokens(logits, config, generator)) for _ in range(200)} == {0, 1}
 
 
 def test_each_new_token_costs_one_position_and_the_image_is_encoded_once(setup, monkeypatch):
@@ -266,17 +321,25 @@ def test_min_new_tokens_and_bad_arguments(setup):
     assert all(len(row) == 5 for row in outputs)
     with pytest.raises(ValueError, match="strategy must be greedy, beam or sample"):
         run(setup, GenerationConfig(strategy="nucleus"))
-    with pytest.raises(ValueError, match="3 prompts need an image each"):
-        run(setup, GenerationConfig(), image_index=[0, 1, 5])
+    for image_index in ([0, 1, 5], [0, 1, 3], [0, -1, 1], [0, 1]):  # 3 images: index 3 is one past the end
+        with pytest.raises(ValueError, match="3 prompts need an image each"):
+            run(setup, GenerationConfig(), image_index=image_index)
 
 
 def test_bfloat16_autocast_generates_and_no_prompts_give_no_outputs(setup):
     model, tokenizer, images, prompts = setup
     config = GenerationConfig(max_new_tokens=4, min_new_tokens=4)
-    outputs = generate(
-        model, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config, autocast_dtype=torch.bfloat16
-    )
+    dtypes = []
+    linear = next(m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    try:
+        outputs = generate(
+            model, images, prompts, tokenizer.eos_id, tokenizer.pad_id, config, autocast_dtype=torch.bfloat16
+        )
+    finally:
+        hook.remove()
     assert [len(row) for row in outputs] == [4] * len(prompts)
+    assert set(dtypes) == {torch.bfloat16}  # the decoder's matrix products ran in bfloat16
     assert generate(model, images, [], tokenizer.eos_id, tokenizer.pad_id, config) == []
 
 

@@ -55,6 +55,16 @@ def test_equals_the_toolkit_on_each_pair_of_cases(case):
     assert [per_image[case], per_image[other]] == pytest.approx(expected, abs=1e-6)
 
 
+def test_equals_the_toolkit_when_a_caption_is_too_short_to_have_bigrams():
+    # The length penalty compares counts of bigrams: a one-word caption has none, a two-word one has one.
+    references = {"one_word": REFERENCES["many_references"], "two_words": REFERENCES["partial"], **REFERENCES}
+    candidates = {"one_word": "frisbee", "two_words": "green triangle", **CANDIDATES}
+    expected_mean, expected = toolkit_cider(candidates, references)
+    mean, per_image = cider_d(candidates, references, tokenized=True)
+    assert per_image["one_word"] > 0 and per_image["two_words"] > 0
+    assert list(per_image.values()) == pytest.approx(expected, abs=1e-9)
+
+
 def test_per_image_scores_order_identical_partial_disjoint():
     _, per_image = cider_d(CANDIDATES, REFERENCES, tokenized=True)
     assert per_image["identical"] > per_image["partial"] > per_image["disjoint"] == 0.0
@@ -112,3 +122,31 @@ def test_document_frequencies_of_the_evaluated_set_change_nothing_and_a_corpus_s
     alone = {"identical": CANDIDATES["identical"]}, {"identical": REFERENCES["identical"]}
     assert cider_d(*alone)[0] == 0.0  # its own set: every n-gram in every document
     assert cider_d(*alone, frequencies=document_frequencies(REFERENCES))[0] > 1.0
+
+
+def test_document_frequencies_read_text_as_cider_d_does_raw_or_tokenized():
+    from vlm.evaluation.metrics.cider import document_frequencies
+
+    raw = {
+        "a": ["A red circle, left of a blue square.", "Two shapes: a red circle and a blue square!"],
+        "b": ["A big green triangle above a small yellow star."],
+        "c": ["Three purple crosses.", "Crosses, three of them."],
+    }
+    candidates = {"a": "A red circle.", "b": "A green star!", "c": "One white cat."}
+    # Raw text is tokenized first, as cider_d tokenizes it: the set's own frequencies change nothing.
+    assert cider_d(candidates, raw, frequencies=document_frequencies(raw)) == cider_d(candidates, raw)
+    tokenized = {key: [simple_tokenize(r) for r in refs] for key, refs in raw.items()}
+    assert document_frequencies(tokenized, tokenized=True) == document_frequencies(raw)
+    # Tokenized text is taken as it is: the PTB tokenizer's "-lrb-" is a word, which tokenizing again would cut.
+    ptb = {"a": ["a dog -lrb- left -rrb- runs"], "b": ["a cat -lrb- right -rrb- sits"], "c": ["a bird flies"]}
+    ptb_candidates = {"a": "a dog -lrb- left -rrb- sits", "b": "a cat runs", "c": "a bird -lrb- flies"}
+    assert document_frequencies(ptb, tokenized=True).counts[("-lrb-",)] == 2
+    own = cider_d(ptb_candidates, ptb, tokenized=True)
+    assert cider_d(ptb_candidates, ptb, tokenized=True, frequencies=document_frequencies(ptb, tokenized=True)) == own
+
+
+def test_an_empty_corpus_gives_no_frequencies_and_no_error():
+    from vlm.evaluation.metrics.cider import document_frequencies
+
+    frequencies = document_frequencies({})
+    assert not frequencies.counts and frequencies.log_num_docs == 0.0  # log(1): every idf weight is then zero

@@ -4,6 +4,7 @@ Java starts cost seconds (METEOR loads its paraphrase tables for ~10 s), so the 
 and score all cases in one set, comparing per-image scores as well as the corpus scores."""
 
 import shutil
+import sys
 
 import pytest
 
@@ -67,6 +68,7 @@ def test_without_java_the_toolkit_scores_simple_tokenized_text_and_says_what_is_
     assert_equal_scores(result, *toolkit_scores(gts, res))
     assert set(result.metrics) == set(NAMES)
     assert "java" in result.unavailable["METEOR"] and "simple_tokenize" in result.unavailable["PTB tokenizer"]
+    assert "java" in result.unavailable["PTB tokenizer"]  # the reason: not the toolkit, which is installed
     assert "SPICE" in result.unavailable
 
 
@@ -87,7 +89,13 @@ def test_without_the_toolkit_only_the_builtin_cider_remains(monkeypatch):
     gts = {i: [simple_tokenize(r) for r in refs] for i, refs in REFERENCES.items()}
     expected = Cider().compute_score(gts, {i: [simple_tokenize(p)] for i, p in PREDICTIONS.items()})[0]
     assert result.metrics["CIDEr"] == pytest.approx(expected, abs=1e-6)
-    assert "not installed" in result.unavailable["BLEU-1..4"] and "not installed" in result.unavailable["METEOR"]
+    assert list(result.per_image) == ["CIDEr"] and set(result.per_image["CIDEr"]) == set(REFERENCES)
+    assert set(result.unavailable) == {"BLEU-1..4", "METEOR", "ROUGE-L", "PTB tokenizer", "SPICE"}
+    assert all("not installed" in result.unavailable[name] for name in ("BLEU-1..4", "METEOR", "ROUGE-L"))
+    assert (
+        "not installed" in result.unavailable["PTB tokenizer"]
+        and "simple_tokenize" in result.unavailable["PTB tokenizer"]
+    )
 
 
 def test_mismatched_ids_are_refused():
@@ -103,6 +111,59 @@ def test_an_image_without_references_is_refused():
 def test_an_empty_set_is_refused():
     with pytest.raises(ValueError, match="no predictions"):
         caption_metrics({}, {})
+
+
+def test_java_and_the_toolkit_are_found_where_they_are_and_not_where_they_are_not(tmp_path, monkeypatch):
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert coco_caption.java_available()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert not coco_caption.java_available()
+    assert coco_caption.toolkit_installed()
+    monkeypatch.setitem(sys.modules, "pycocoevalcap", None)  # what an uninstalled package looks like to import
+    assert not coco_caption.toolkit_installed()
+
+
+def test_spice_says_what_it_lacks(monkeypatch):
+    monkeypatch.setattr(coco_caption, "java_available", lambda: False)
+    assert "java" in coco_caption.spice_problem()
+    monkeypatch.setattr(coco_caption, "java_available", lambda: True)
+    monkeypatch.setattr(coco_caption, "toolkit_installed", lambda: False)
+    assert "pycocoevalcap" in coco_caption.spice_problem()
+    # With both, only its Stanford CoreNLP jars may be missing (the toolkit downloads them; nothing here does).
+    monkeypatch.setattr(coco_caption, "toolkit_installed", lambda: True)
+    problem = coco_caption.spice_problem()
+    assert problem is None or "CoreNLP" in problem
+
+
+class WordCountScorer:
+    """Stands in for METEOR or SPICE (each a Java process that takes seconds to start): scores each prediction by
+    its number of words and records what it was given. SPICE's layout: scores in sorted id order, as dicts."""
+
+    def __init__(self, spice: bool = False):
+        self.spice, self.calls = spice, []
+
+    def compute_score(self, gts: dict, res: dict) -> tuple[float, list]:
+        self.calls.append((gts, res))
+        ids = sorted(gts) if self.spice else list(gts)
+        scores = [float(len(res[i][0].split())) for i in ids]
+        return sum(scores) / len(scores), [{"All": {"f": s}} for s in scores] if self.spice else scores
+
+
+def test_spice_scores_are_paired_with_their_images_in_sorted_order(monkeypatch):
+    spice = WordCountScorer(spice=True)
+    monkeypatch.setattr("pycocoevalcap.spice.spice.Spice", lambda: spice)
+    monkeypatch.setattr(coco_caption, "java_available", lambda: False)
+    monkeypatch.setattr(coco_caption, "spice_problem", lambda: None)
+    ids = [5, 2, 6, 1]  # not sorted: SPICE's order is not the dict's
+    result = caption_metrics({i: PREDICTIONS[i] for i in ids}, {i: REFERENCES[i] for i in ids})
+    words = {i: len(simple_tokenize(PREDICTIONS[i]).split()) for i in ids}
+    assert result.per_image["SPICE"] == words and result.metrics["SPICE"] == pytest.approx(sum(words.values()) / 4)
+    assert "SPICE" not in result.unavailable and len(spice.calls) == 1
+    assert caption_metrics(PREDICTIONS, REFERENCES, spice=False).unavailable["SPICE"] == "not requested"
+    assert len(spice.calls) == 1
 
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="java is not on PATH (PTB tokenizer, METEOR)")
@@ -131,6 +192,23 @@ def test_with_java_every_metric_equals_the_toolkit(meteor, monkeypatch):
     assert set(result.metrics) == {*NAMES, "METEOR"}
     assert "METEOR" not in result.unavailable and "PTB tokenizer" not in result.unavailable
     assert result.per_image["BLEU-4"][1] == pytest.approx(1.0) and result.per_image["CIDEr"][3] == 0.0
+
+
+@needs_java
+def test_with_java_the_ptb_tokenized_text_goes_to_every_scorer_meteor_included(monkeypatch):
+    # The fast twin of the test above: METEOR is a stand-in, so only the PTB tokenizer starts Java.
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    meteor = WordCountScorer()
+    monkeypatch.setattr("pycocoevalcap.meteor.meteor.Meteor", lambda: meteor)
+    result = caption_metrics(PREDICTIONS, REFERENCES, spice=False)
+    gts = PTBTokenizer().tokenize({i: [{"caption": r} for r in refs] for i, refs in REFERENCES.items()})
+    res = PTBTokenizer().tokenize({i: [{"caption": p}] for i, p in PREDICTIONS.items()})
+    assert meteor.calls == [(gts, res)]
+    assert_equal_scores(result, *toolkit_scores(gts, res, meteor))
+    assert set(result.metrics) == {*NAMES, "METEOR"}
+    assert result.per_image["METEOR"] == {i: len(res[i][0].split()) for i in PREDICTIONS}
+    assert "METEOR" not in result.unavailable and "PTB tokenizer" not in result.unavailable
 
 
 @needs_java

@@ -1,7 +1,7 @@
 import pytest
 
 from vlm.data.sample import Sample, final_answer
-from vlm.evaluation.metrics.vqa import exact_match, normalize_answer, vqa_metrics, vqa_soft_accuracy
+from vlm.evaluation.metrics.vqa import exact_match, normalize_answer, question_type, vqa_metrics, vqa_soft_accuracy
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,20 @@ def test_disagreeing_annotator_answers_get_the_punctuation_step_only():
     assert vqa_soft_accuracy("black white", ["black/white"] * 3 + ["gray"] * 7) == pytest.approx(0.9)
     # ... while identical answers are used as the annotation gives them (VQAv2's are already normalised).
     assert vqa_soft_accuracy("black white", ["black/white"] * 10) == 0.0
+
+
+@pytest.mark.parametrize("answer", ["black /white", "black/ white"])
+def test_a_mark_beside_a_space_is_deleted_not_spaced_in_disagreeing_answers(answer):
+    # Only the punctuation step runs on the annotators' answers (no whitespace split): a mark with a space on
+    # either side is deleted, so the answer keeps one space and matches; spacing it would leave two.
+    assert vqa_soft_accuracy("black white", [answer] * 3 + ["gray"] * 7) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("blank", ["\n", "\t"])
+def test_a_line_break_or_tab_in_an_answer_counts_as_a_space(blank):
+    # "yes /no/maybe" has a mark beside a space, so every "/" is deleted; the official code turns line breaks and
+    # tabs into spaces before it looks, and so must we.
+    assert normalize_answer(f"yes{blank}/no/maybe") == normalize_answer("yes /no/maybe") == "yes nomaybe"
 
 
 @pytest.mark.parametrize(
@@ -91,6 +105,11 @@ def test_single_answer_sets_are_scored_by_exact_match_with_fallback_types():
     assert result["per_answer_type"] == {"all": 0.5}
     assert result["per_question_type"] == {"is there": 0.0, "what shape": 1.0}  # the first two words
     assert "per_yes_no_case" not in result  # only where the data set tells it
+
+
+@pytest.mark.parametrize("question", ["", "?", "¿…?"])
+def test_a_question_without_words_has_question_type_none(question):
+    assert question_type(vqa_sample(question, ["yes"])) == "none"
 
 
 def test_easy_vqa_yes_no_answers_are_also_scored_by_whether_the_image_has_the_asked_value():

@@ -5,7 +5,7 @@ from helpers import text_batch, tiny_model, tiny_tokenizer
 from vlm.data.batch import left_pad
 from vlm.model.config import DecoderConfig, ProjectorConfig, VisionConfig, VLMConfig
 from vlm.model.decoder import rounded_row_count
-from vlm.model.masks import prediction_mask
+from vlm.model.masks import is_right_padded, prediction_mask
 from vlm.model.projector import average_pool, pixel_shuffle
 
 PAIRS = [
@@ -59,6 +59,32 @@ def test_shape_after_every_stage(tokenizer, image_size, patch_size, reduction, m
         tokenizer.vocab_size,
     )
     assert model(**batch).shape == ()
+
+
+def test_right_padding_is_told_from_left_padding_and_holes():
+    assert is_right_padded(torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]))
+    assert not is_right_padded(torch.tensor([[1, 1, 0], [0, 1, 1]]))  # a left-padded row
+    assert not is_right_padded(torch.tensor([[1, 0, 1]]))  # a hole
+
+
+def test_average_pool_keeps_each_feature_in_its_own_channel():
+    patches = torch.arange(16.0).view(1, 16, 1)
+    pooled = average_pool(torch.cat([patches, -10 * patches], dim=2), 2)  # (1, 4, 2): two features per patch
+    assert pooled[0].tolist() == [[2.5, -25.0], [4.5, -45.0], [10.5, -105.0], [12.5, -125.0]]
+
+
+@pytest.mark.parametrize("hidden_mult", [1.0, 2.0])
+def test_projector_is_a_non_linear_map_to_the_decoder_width(hidden_mult):
+    from vlm.model.config import ProjectorConfig
+    from vlm.model.projector import Projector
+
+    torch.manual_seed(0)
+    projector = Projector(ProjectorConfig(reduction=1, hidden_mult=hidden_mult), vision_width=8, decoder_width=16)
+    a, b = torch.randn(2, 1, 4, 8).unbind(0)  # (1, 4, 8) each: a 2x2 grid of patches
+    assert projector(a).shape == (1, 4, 16)
+    # An affine map would give f(a) + f(b) - f(0) = f(a + b); the GELU between the layers must not.
+    affine_guess = projector(a) + projector(b) - projector(torch.zeros_like(a))
+    assert not torch.allclose(affine_guess, projector(a + b), atol=1e-3)
 
 
 def test_pixel_shuffle_groups_neighbouring_patches():

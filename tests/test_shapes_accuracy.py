@@ -56,6 +56,16 @@ def test_a_plural_without_a_count_word_has_an_unknown_count():
     assert parse_objects("red circles") == Counter()
 
 
+def test_a_colour_not_before_a_shape_is_passed_over_wherever_it_is():
+    assert parse_mentions("the circle is red") == [] and parse_mentions("a small red") == []
+    assert parse_mentions("the circle is red and the blue square is big") == [Mention(1, "blue", "square")]
+    # Only a word before the colour counts it: the caption's last word is not a count for its first mention.
+    assert parse_mentions("red circles, blue squares: 3") == [
+        Mention(None, "red", "circle"),
+        Mention(None, "blue", "square"),
+    ]
+
+
 @pytest.mark.parametrize(
     "caption",
     [

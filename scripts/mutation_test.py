@@ -1,0 +1,120 @@
+"""Mutation testing of the model, generation, training loop, metrics and evaluation with mutmut (not part of the
+default test run: it takes hours on a laptop). Runs the mutants of the modules named (all of them by default), then
+prints per module the share of mutants the fast tests kill, and the survivors. Config: [tool.mutmut] in pyproject.toml.
+
+    python scripts/mutation_test.py                                 # every module, then the table
+    python scripts/mutation_test.py vlm/inference/generate.py       # one module (globs work: 'vlm/model/*')
+    python scripts/mutation_test.py --report                        # the table and survivors of what has run so far
+    python scripts/mutation_test.py --survivors vlm/model/decoder.py  # after adding tests: rerun what survived
+    mutmut show <mutant name>                                       # the diff of one survivor
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+# mutmut's exit codes. Killed: a test failed, pytest errored, the type checker caught it. A timeout (the tests took 30
+# times their usual CPU time, so the mutant loops or crawls) counts as killed too, as in most mutation tools.
+KILLED = {1, 3, 37}
+TIMEOUTS = {36, 24, -24, 152, 255}
+NAMES = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not run"}
+
+
+def configured_modules() -> list[str]:
+    """The files that [tool.mutmut] only_mutate names, expanded."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    files = sorted({p for pattern in config["only_mutate"] for p in map(str, ROOT.glob(pattern))})
+    return [str(Path(f).relative_to(ROOT)) for f in files if not f.endswith("__init__.py")]
+
+
+def mutant_glob(module: str) -> str:
+    """vlm/model/decoder.py -> vlm.model.decoder.* (mutmut names a mutant module.x_function__mutmut_N)."""
+    return module.removesuffix(".py").replace("/", ".") + ".*"
+
+
+def run_mutmut(names: list[str], max_children: int) -> int:
+    if subprocess.call([sys.executable, "-c", "import mutmut"], stderr=subprocess.DEVNULL) != 0:
+        sys.exit("mutmut is not installed: pip install -e '.[mutation]'")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # mutmut imports vlm from ./mutants; an outer PYTHONPATH pointing at a checkout would import the unmutated copy.
+    env.pop("PYTHONPATH", None)
+    command = ["nice", "-n", "15", sys.executable, "-m", "mutmut", "run", f"--max-children={max_children}"]
+    return subprocess.call(command + names, cwd=ROOT, env=env)
+
+
+def results(module: str) -> dict[str, int | None]:
+    meta = ROOT / "mutants" / (module + ".meta")
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def report(modules: list[str]) -> None:
+    print(f"\n{'module':45} {'mutants':>8} {'killed':>7} {'share':>7}  others")
+    totals = Counter()
+    survivors = []
+    for module in modules:
+        codes = results(module)
+        ran = {name: code for name, code in codes.items() if code is not None}
+        if not ran:
+            print(f"{module:45} {len(codes):>8} {'-':>7} {'-':>7}  not run")
+            continue
+        killed = sum(code in KILLED | TIMEOUTS for code in ran.values())
+        others = Counter(NAMES.get(code, f"exit {code}") for code in ran.values() if code not in KILLED | TIMEOUTS)
+        timeouts = sum(code in TIMEOUTS for code in ran.values())
+        note = ", ".join(
+            [f"{n} {name}" for name, n in sorted(others.items())] + [f"{timeouts} killed by timeout"] * bool(timeouts)
+        )
+        if len(ran) < len(codes):
+            note += f"; {len(codes) - len(ran)} not run"
+        print(f"{module:45} {len(ran):>8} {killed:>7} {killed / len(ran):>7.1%}  {note}")
+        totals.update(mutants=len(ran), killed=killed)
+        survivors += sorted(name for name, code in ran.items() if code not in KILLED | TIMEOUTS)
+    if totals["mutants"]:
+        print(
+            f"{'all measured':45} {totals['mutants']:>8} {totals['killed']:>7} {totals['killed'] / totals['mutants']:>7.1%}"
+        )
+    print(f"\n{len(survivors)} mutants not killed ('mutmut show NAME' prints each diff):")
+    for name in survivors:
+        print(" ", name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "modules", nargs="*", help="files or globs under vlm/ (default: all of [tool.mutmut] only_mutate)"
+    )
+    parser.add_argument("--report", action="store_true", help="only print the results of earlier runs")
+    parser.add_argument(
+        "--survivors", action="store_true", help="rerun only the mutants earlier runs did not kill (after adding tests)"
+    )
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    everything = configured_modules()
+    modules = [m for m in everything if not args.modules or any(fnmatch.fnmatch(m, p) for p in args.modules)]
+    if not modules:
+        parser.error(f"no configured module matches {args.modules}; they are: {' '.join(everything)}")
+    if args.survivors:
+        names = [
+            n for m in modules for n, code in results(m).items() if code is not None and code not in KILLED | TIMEOUTS
+        ]
+        if names:
+            run_mutmut(names, args.max_children)
+    elif not args.report:
+        run_mutmut([mutant_glob(m) for m in modules], args.max_children)
+    report(modules)
+
+
+if __name__ == "__main__":
+    main()
