@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 import torch
 
 from vlm.data.batch import collate, encode_example
@@ -71,3 +75,24 @@ class ColourSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         return self.samples[index]
+
+
+@contextmanager
+def killed_after_checkpoint(monkeypatch: pytest.MonkeyPatch, step: int) -> Iterator[None]:
+    """Training inside the block is killed (KeyboardInterrupt) right after it saves its step-`step` checkpoint, as
+    `kill -9` would leave it; the block must be killed, and saving is itself again afterwards."""
+    import vlm.training.loop as train_module
+
+    save = train_module.save_training_checkpoint
+
+    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
+        save(directory, model, tokenizer, optimizer, state, config)
+        if state.step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(train_module, "save_training_checkpoint", save)

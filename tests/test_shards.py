@@ -176,9 +176,9 @@ def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_loss
     """The crash falls mid-epoch (24 captions, 4 per step: the step-3 checkpoint is 12 draws in, 6 batches of 2
     taken from two workers in turn), so the losses match only if the stream resumes at the next draw."""
     import torch
+    from helpers import killed_after_checkpoint
     from test_train import losses, quick_config
 
-    import vlm.training.loop as train_module
     from vlm.data.catalog import limit
     from vlm.data.transforms import build_transform
     from vlm.model.config import get_preset
@@ -200,17 +200,8 @@ def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_loss
     settings = dict(batch_size=2, grad_accum=2, max_steps=8, eval_every=3, num_workers=2)
     train(get_preset("tiny"), quick_config(tmp_path / "a", **settings), data())
     uninterrupted = losses(tmp_path / "a" / "run")
-    save = train_module.save_training_checkpoint
-
-    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
-        save(directory, model, tokenizer, optimizer, state, config)
-        if state.step == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 3):
         train(get_preset("tiny"), quick_config(tmp_path / "b", **settings), data())
-    monkeypatch.setattr(train_module, "save_training_checkpoint", save)
     # Resumed with another worker count: the run keeps the two workers its stream's order was made with.
     resumed_settings = {**settings, "num_workers": 0}
     state = train(get_preset("tiny"), quick_config(tmp_path / "b", **resumed_settings), data(), resume=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ColourSamples
+from helpers import ColourSamples, killed_after_checkpoint
 from safetensors.torch import load_file
 
 import vlm.training.loop as train_module
@@ -113,21 +113,12 @@ def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, mon
     train(with_dropout(0.2), quick_config(tmp_path / "a", **settings), data)
     uninterrupted = losses(tmp_path / "a" / "run")
 
-    save = train_module.save_training_checkpoint
-
-    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
-        save(directory, model, tokenizer, optimizer, state, config)
-        if state.step == 3:
-            raise KeyboardInterrupt  # killed right after the step-3 checkpoint
-
-    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 3):
         train(with_dropout(0.2), quick_config(tmp_path / "b", **settings), data)
     metrics = tmp_path / "b" / "run" / "metrics.jsonl"
     before_crash = metrics.read_text().splitlines()
     assert json.loads(before_crash[-1])["step"] == 3
 
-    monkeypatch.setattr(train_module, "save_training_checkpoint", save)
     apply_gradients, steps_taken = train_module.apply_gradients, []
 
     def counted(*args):
@@ -274,15 +265,7 @@ class StepClock:
 def test_a_time_budget_plans_the_steps_that_fit_and_resumes_with_the_same_plan(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "time", StepClock(0.5))
     settings = dict(time_budget_min=1.0, max_steps=1000, warmup_steps=5, log_every=1000, eval_every=60)
-    save = train_module.save_training_checkpoint
-
-    def save_then_crash(directory, model, tokenizer, optimizer, state, config):
-        save(directory, model, tokenizer, optimizer, state, config)
-        if state.step == 60:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_training_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(monkeypatch, 60):
         train(get_preset("tiny"), quick_config(tmp_path, **settings), colour_data())
     # At step 50 the run had spent 50 steps of 0.5 s (and the half second before the first): 35 s of its 60 s
     # budget remained, 70 more steps of 0.5 s.
@@ -291,7 +274,6 @@ def test_a_time_budget_plans_the_steps_that_fit_and_resumes_with_the_same_plan(t
     checkpoint = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert checkpoint["state"]["planned_steps"] == 120
     # Resumed on a machine ten times slower, the run keeps its plan (and the schedule that ends with it).
-    monkeypatch.setattr(train_module, "save_training_checkpoint", save)
     monkeypatch.setattr(train_module, "time", StepClock(5.0))
     state = train(get_preset("tiny"), quick_config(tmp_path, **settings), colour_data(), resume=True)
     assert state.planned_steps == state.step == 120
