@@ -331,45 +331,50 @@ def test_prepare_rejects_bad_arguments_by_name(prepare, tmp_path, capsys, args, 
 
 
 def read_answer(question: str, description: str) -> str:
-    """The answer worked out from the reasoned answer's description alone, with none of the scene: what the model
-    is to do after writing it. Independent of how shapes.py wrote the description."""
+    """The answer worked out from the reasoned answer's steps alone, with none of the scene: what the model is to do
+    after writing them. Independent of how shapes.py wrote the steps."""
     numbers = ["zero", "one", "two", "three", "four"]
-    if m := re.fullmatch(r"what color is the (\w+)\?", question):
-        return re.search(rf"\b{m[1]} (\w+)", description)[1]
-    if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
-        return re.search(rf"\b{m[1]} (\w+)", description)[1]
-    if m := re.fullmatch(r"what shape is the (\w+) object\?", question):
-        return PLURALS.get(word := re.search(rf"\b{m[1]} (\w+)", description)[1], word)
-    # The canonical caption: "<count> [size] <colour> <shape>" groups.
-    groups = re.findall(r"(an?|two|three|four) (?:small |big )?(\w+) (\w+)", description)
-    counts = [({"a": 1, "an": 1}.get(n) or numbers.index(n), c, PLURALS.get(s, s)) for n, c, s in groups]
-    if question == "how many shapes are there?":
-        return numbers[sum(n for n, _, _ in counts)]
-    if m := re.fullmatch(r"how many (\w+) are there\?", question):
-        return numbers[sum(n for n, _, shape in counts if shape == PLURALS[m[1]])]
+    steps = description.split(", ")
+    if re.fullmatch(r"what (color|shape|size) is the [\w ]+\?", question):
+        (step,) = steps  # the one object asked about, then the asked property
+        return step.split()[-1]
+    if re.fullmatch(r"how many \w+ are there\?", question):
+        if steps[0].startswith("no "):
+            return "zero"
+        assert [int(step.split()[-1]) for step in steps] == list(range(1, len(steps) + 1))  # counted as named
+        return numbers[len(steps)]
     if m := re.fullmatch(r"is there an? (\w+) (\w+)\?", question):
-        return "yes" if any((c, shape) == (m[1], m[2]) for _, c, shape in counts) else "no"
-    # The relation questions: "<colour> <shape> <x> <y>" per object.
-    place = {f"{c} {shape}": (int(x), int(y)) for c, shape, x, y in re.findall(r"(\w+) (\w+) (\d) (\d)", description)}
-
-    def side(a: str, rel: str, b: str) -> bool:  # is a on the `rel` side of b, along that relation's axis
-        axis = 0 if rel in ("left of", "right of") else 1
-        return (place[a][axis] < place[b][axis]) == (rel in ("left of", "above"))
-
+        # each object of the asked shape, its colour, and whether that is the asked colour
+        verdicts = [step.split() for step in steps if not step.startswith("no ")]
+        assert all(
+            shape == m[2] and verdict == ("same" if colour == m[1] else "different")
+            for shape, colour, verdict in verdicts
+        )
+        return "yes" if any(verdict == "same" for _, _, verdict in verdicts) else "no"
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        return "yes" if side(m[1], m[2], m[3]) else "no"
+        (a, axis, p), (b, axis_b, q) = (step.rsplit(" ", 2) for step in steps[:2])
+        assert (a, b, axis, axis_b) == (m[1], m[3], *["x" if m[2] in ("left of", "right of") else "y"] * 2)
+        saw = {"x": ("left", "right"), "y": ("above", "below")}[axis][int(p) > int(q)]
+        asked = m[2].removesuffix(" of")
+        assert steps[2:] == [f"asked {asked}", f"saw {saw}", "same" if saw == asked else "different"]
+        return "yes" if saw == asked else "no"
+    # what is <relation> the <b>?: "<colour> <shape> <x> <y>" per object
+    place = {f"{c} {shape}": (int(x), int(y)) for c, shape, x, y in re.findall(r"(\w+) (\w+) (\d) (\d)", description)}
     if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
         axis = 0 if m[1] in ("left of", "right of") else 1
+
+        def side(a: str) -> bool:  # is a on the relation's side of b, along its axis
+            return (place[a][axis] < place[m[2]][axis]) == (m[1] in ("left of", "above"))
 
         def margin(name: str) -> int:  # how much further apart along the relation's axis than along the other
             offsets = [abs(p - q) for p, q in zip(place[name], place[m[2]])]
             return offsets[axis] - offsets[1 - axis]
 
-        return max((n for n in place if n != m[2] and side(n, m[1], m[2])), key=margin)
+        return max((n for n in place if n != m[2] and side(n)), key=margin)
     raise AssertionError(f"a question this test does not know: {question!r}")
 
 
-def test_reasoned_answers_describe_the_scene_then_give_the_plain_answer():
+def test_reasoned_answers_name_what_they_look_at_then_give_the_plain_answer():
     plain = ShapesDataset("val", 40, task="vqa")
     reasoned = ShapesDataset("val", 40, task="vqa", reasoned=True)
     for i in range(len(plain)):
@@ -378,17 +383,21 @@ def test_reasoned_answers_describe_the_scene_then_give_the_plain_answer():
         description, separator, final = target.rpartition(", so ")
         assert separator and final == answer
         scene = reasoned.scenes[reasoned.index[i][0]].scene
-        if question.startswith(("what shape", "is there", "how many")):
-            assert description == canonical_caption(scene)
-        else:  # every object, left to right
-            assert len(description.split(", ")) == len(scene.objects)
-            lefts = [o.x for o in sorted(scene.objects, key=lambda o: o.x)]
-            assert lefts == sorted(lefts)
+        first = description.split(", ")[0]
+        asked = re.fullmatch(
+            r"(?:what \w+ is|is) the (\w+(?: (?!object)\w+)?)(?: object| (?:left of|right of|above|below) .*)?\?",
+            question,
+        )
+        if asked:
+            assert first.startswith(asked[1])  # the asked object, in the question's words
+        if question.startswith(("how many shapes", "what is")):  # every object, left to right
+            named = [" ".join(step.split()[:2]) for step in description.split(", ")]
+            assert named == [o.name for o in sorted(scene.objects, key=lambda o: o.x)]
 
 
 def test_every_answer_can_be_read_off_its_description():
-    """What the reasoned answers are for: the description the model writes first holds the answer, found by the
-    question's words and what follows them (or, for a relation, the two objects' places)."""
+    """What the reasoned answers are for: the steps the model writes first hold the answer, each read off the words
+    just before it (or, for "what is left of", the objects' places)."""
     dataset = ShapesDataset("val", task="vqa", reasoned=True)
     kinds, misread = Counter(), Counter()
     for i in range(len(dataset)):

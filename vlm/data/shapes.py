@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -217,26 +218,55 @@ def grid_digit(position: float) -> str:
 
 
 def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
-    """The answer after a description of the scene, written so that the answer can be read off it by finding the
-    question's words and taking what follows them: the model first says what it sees, object by object, as it does
-    when it captions, then reads. By the kind of question (every object left to right):
+    """The answer after the steps that find it, each step a short look at the image or at the words just before it,
+    so that no step has to search the text written so far (the model describes what it sees far better than it
+    looks words up in a long description). The object a question names is said first, in the question's words, and
+    then what the question asks about it; with several objects to look at, they come left to right:
 
-    - what color is the <shape>?          "square yellow, circle red, so yellow" (shape, then its colour)
-    - what size is the <colour> <shape>?  "yellow square small, red circle big, so small"
-    - is the <a> left of the <b>? and what is <relation> the <b>?
-                                          "yellow square 1 8, red circle 6 2, so no" (x and y, tenths of the canvas)
-    - the others (what shape, is there, how many): the canonical caption, whose colours come before their shapes.
+    - what color is the <shape>?          "circle red, so red"
+    - what shape is the <colour> object?  "red circle, so circle"
+    - what size is the <colour> <shape>?  "red circle big, so big"
+    - how many <shapes> are there?        "red circle 1, blue circle 2, so two" (each one counted as it is named;
+                                          "no circles, so zero"); how many shapes: every object, counted alike
+    - is there a <colour> <shape>?        "circle blue different, circle red same, so yes" (each object of that shape,
+                                          its colour, and whether it is the asked one; "no circles, so no")
+    - is the <a> left of the <b>?         "red circle x 6, blue square x 1, asked left, saw right, different, so no"
+                                          (the centres along the relation's axis, in tenths of the canvas; the
+                                          comparison worked out as easy-VQA's reasons do)
+    - what is <relation> the <b>?         "yellow square 1 8, red circle 6 2, so red circle" (every object's x and y)
     """
     objects = left_to_right(scene)
-    if question.startswith("what color is the "):
-        description = ", ".join(f"{o.shape} {o.colour}" for o in objects)
-    elif question.startswith("what size is the "):
-        description = ", ".join(f"{o.colour} {o.shape} {o.size}" for o in objects)
-    elif any(f" {r} " in question for r in ("left of", "right of", "above", "below")):
-        description = ", ".join(f"{o.colour} {o.shape} {grid_digit(o.x)} {grid_digit(o.y)}" for o in objects)
+    if m := re.fullmatch(r"what color is the (\w+)\?", question):
+        (found,) = [o for o in objects if o.shape == m[1]]
+        steps = [f"{found.shape} {found.colour}"]
+    elif m := re.fullmatch(r"what shape is the (\w+) object\?", question):
+        (found,) = [o for o in objects if o.colour == m[1]]
+        steps = [found.name]
+    elif m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
+        (found,) = [o for o in objects if o.name == m[1]]
+        steps = [f"{found.name} {found.size}"]
+    elif m := re.fullmatch(r"how many (\w+) are there\?", question):
+        counted = [o for o in objects if m[1] == "shapes" or _plural(o.shape) == m[1]]
+        steps = [f"{o.name} {n}" for n, o in enumerate(counted, 1)] or [f"no {m[1]}"]
+    elif m := re.fullmatch(r"is there an? (\w+) (\w+)\?", question):
+        colour, shape = m[1], m[2]
+        same_shape = [o for o in objects if o.shape == shape]
+        steps = [f"{shape} {o.colour} {'same' if o.colour == colour else 'different'}" for o in same_shape]
+        steps = steps or [f"no {_plural(shape)}"]
+    elif m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
+        a, b = ([o for o in objects if o.name == name][0] for name in (m[1], m[3]))
+        axis = "x" if m[2] in ("left of", "right of") else "y"
+        seen = relation(a, b)
+        steps = [
+            f"{a.name} {axis} {grid_digit(getattr(a, axis))}",
+            f"{b.name} {axis} {grid_digit(getattr(b, axis))}",
+            f"asked {m[2].removesuffix(' of')}",
+            f"saw {seen.removesuffix(' of')}",
+            "same" if seen == m[2] else "different",
+        ]
     else:
-        description = canonical_caption(scene)
-    return f"{description}{REASON_SEPARATOR}{answer}"
+        steps = [f"{o.name} {grid_digit(o.x)} {grid_digit(o.y)}" for o in objects]
+    return f"{', '.join(steps)}{REASON_SEPARATOR}{answer}"
 
 
 def relation(a: ShapeObject, b: ShapeObject) -> str:
