@@ -334,33 +334,8 @@ def read_answer(question: str, description: str) -> str:
     """The answer worked out from the reasoned answer's steps alone, with none of the scene: what the model is to do
     after writing them. Independent of how shapes.py wrote the steps."""
     numbers = ["zero", "one", "two", "three", "four"]
-    steps = description.split(", ")
-    if re.fullmatch(r"what (color|shape|size) is the [\w ]+\?", question):
-        (step,) = steps  # the one object asked about, then the asked property
-        return step.split()[-1]
-    if re.fullmatch(r"how many \w+ are there\?", question):
-        if steps[0].startswith("no "):
-            return "zero"
-        assert [int(step.split()[-1]) for step in steps] == list(range(1, len(steps) + 1))  # counted as named
-        return numbers[len(steps)]
-    if m := re.fullmatch(r"is there an? (\w+) (\w+)\?", question):
-        # each object of the asked shape, its colour, and whether that is the asked colour
-        verdicts = [step.split() for step in steps if not step.startswith("no ")]
-        assert all(
-            shape == m[2] and verdict == ("same" if colour == m[1] else "different")
-            for shape, colour, verdict in verdicts
-        )
-        return "yes" if any(verdict == "same" for _, _, verdict in verdicts) else "no"
-    if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        (a, axis, p), (b, axis_b, q) = (step.rsplit(" ", 2) for step in steps[:2])
-        assert (a, b, axis, axis_b) == (m[1], m[3], *["x" if m[2] in ("left of", "right of") else "y"] * 2)
-        saw = {"x": ("left", "right"), "y": ("above", "below")}[axis][int(p) > int(q)]
-        asked = m[2].removesuffix(" of")
-        assert steps[2:] == [f"asked {asked}", f"saw {saw}", "same" if saw == asked else "different"]
-        return "yes" if saw == asked else "no"
-    # what is <relation> the <b>?: "<colour> <shape> <x> <y>" per object
-    place = {f"{c} {shape}": (int(x), int(y)) for c, shape, x, y in re.findall(r"(\w+) (\w+) (\d) (\d)", description)}
     if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
+        place = {f"{c} {s}": (int(x), int(y)) for c, s, x, y in re.findall(r"(\w+) (\w+) (\d) (\d)", description)}
         axis = 0 if m[1] in ("left of", "right of") else 1
 
         def side(a: str) -> bool:  # is a on the relation's side of b, along its axis
@@ -371,10 +346,33 @@ def read_answer(question: str, description: str) -> str:
             return offsets[axis] - offsets[1 - axis]
 
         return max((n for n in place if n != m[2] and side(n)), key=margin)
+    named = [step.split() for step in description.split(", ")]  # [size, colour, shape] (+ a count)
+    assert all(size in ("small", "big") for size, *_ in named)
+    size, colour, shape = named[-1][:3]  # the last object named: where the walk stopped
+    if m := re.fullmatch(r"how many (\w+) are there\?", question):
+        counts = [int(step[3]) for step in named if len(step) == 4]
+        assert counts == list(range(1, len(counts) + 1))  # counted as they are named
+        assert all(
+            (len(step) == 4) == (m[1] in ("shapes", step[2] + ("es" if step[2].endswith("s") else "s")))
+            for step in named
+        )
+        return numbers[len(counts)]
+    if re.fullmatch(r"what color is the \w+\?", question):
+        return colour
+    if re.fullmatch(r"what shape is the \w+ object\?", question):
+        return shape
+    if re.fullmatch(r"what size is the \w+ \w+\?", question):
+        return size
+    if m := re.fullmatch(r"is there an? (\w+ \w+)\?", question):
+        return "yes" if f"{colour} {shape}" == m[1] else "no"
+    if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
+        first = f"{colour} {shape}"
+        assert first in (m[1], m[3])
+        return "yes" if (first == m[1]) == (m[2] in ("left of", "above")) else "no"
     raise AssertionError(f"a question this test does not know: {question!r}")
 
 
-def test_reasoned_answers_name_what_they_look_at_then_give_the_plain_answer():
+def test_reasoned_answers_walk_the_scene_in_caption_order_and_stop_at_the_asked_object():
     plain = ShapesDataset("val", 40, task="vqa")
     reasoned = ShapesDataset("val", 40, task="vqa", reasoned=True)
     for i in range(len(plain)):
@@ -383,21 +381,21 @@ def test_reasoned_answers_name_what_they_look_at_then_give_the_plain_answer():
         description, separator, final = target.rpartition(", so ")
         assert separator and final == answer
         scene = reasoned.scenes[reasoned.index[i][0]].scene
-        first = description.split(", ")[0]
-        asked = re.fullmatch(
-            r"(?:what \w+ is|is) the (\w+(?: (?!object)\w+)?)(?: object| (?:left of|right of|above|below) .*)?\?",
-            question,
-        )
-        if asked:
-            assert first.startswith(asked[1])  # the asked object, in the question's words
-        if question.startswith(("how many shapes", "what is")):  # every object, left to right
-            named = [" ".join(step.split()[:2]) for step in description.split(", ")]
-            assert named == [o.name for o in sorted(scene.objects, key=lambda o: o.x)]
+        vertical = re.fullmatch(r"is the .* (above|below) .*", question)
+        order = sorted(scene.objects, key=lambda o: o.y if vertical else o.x)
+        steps = [step.split() for step in description.split(", ")]
+        if question.startswith("what is"):  # colour, shape, x, y
+            names, order = [s[:2] for s in steps], [[o.colour, o.shape] for o in order]
+        else:  # size, colour, shape (and a count)
+            names, order = [s[:3] for s in steps], [[o.size, o.colour, o.shape] for o in order]
+        assert names == order[: len(names)]  # a prefix of the objects in caption order
+        if question.startswith(("how many", "what is")) or answer == "no" and question.startswith("is there"):
+            assert len(names) == len(order)  # nothing to stop at: every object
 
 
 def test_every_answer_can_be_read_off_its_description():
-    """What the reasoned answers are for: the steps the model writes first hold the answer, each read off the words
-    just before it (or, for "what is left of", the objects' places)."""
+    """What the reasoned answers are for: the objects the model names first hold the answer, the last one named
+    (or, for "what is left of", the objects' places)."""
     dataset = ShapesDataset("val", task="vqa", reasoned=True)
     kinds, misread = Counter(), Counter()
     for i in range(len(dataset)):
