@@ -38,6 +38,7 @@ from vlm.model.tokenizer import Tokenizer
 
 RELATIONS = ("left of", "right of", "above", "below")
 PLURALS = {"circles": "circle", "squares": "square", "triangles": "triangle", "crosses": "cross"}
+PLURAL = {shape: plural for plural, shape in PLURALS.items()}
 PREPARE = Path(__file__).resolve().parents[1] / "data" / "shapes" / "prepare.py"
 
 
@@ -334,8 +335,23 @@ def read_answer(question: str, description: str) -> str:
     """The answer worked out from the reasoned answer's steps alone, with none of the scene: what the model is to do
     after writing them. Independent of how shapes.py wrote the steps."""
     numbers = ["zero", "one", "two", "three", "four"]
+    steps = [step.split() for step in description.split(", ")]
+    if m := re.fullmatch(r"what color is the (\w+)\?", question):
+        ((shape, colour),) = steps  # the asked object, then its colour
+        assert shape == m[1]
+        return colour
+    if m := re.fullmatch(r"what shape is the (\w+) object\?", question):
+        ((colour, shape),) = steps
+        assert colour == m[1]
+        return shape
+    if m := re.fullmatch(r"is there an? (\w+) (\w+)\?", question):
+        if steps == [["no", m[2] + ("es" if m[2].endswith("s") else "s")]]:
+            return "no"
+        # each object of the asked shape, its colour, and whether that is the asked colour
+        assert all(s == m[2] and v == ("same" if c == m[1] else "different") for s, c, v in steps)
+        return "yes" if any(v == "same" for *_, v in steps) else "no"
     if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
-        place = {f"{c} {s}": (int(x), int(y)) for c, s, x, y in re.findall(r"(\w+) (\w+) (\d) (\d)", description)}
+        place = {f"{c} {s}": (int(x), int(y)) for c, s, x, y in steps}
         axis = 0 if m[1] in ("left of", "right of") else 1
 
         def side(a: str) -> bool:  # is a on the relation's side of b, along its axis
@@ -346,33 +362,25 @@ def read_answer(question: str, description: str) -> str:
             return offsets[axis] - offsets[1 - axis]
 
         return max((n for n in place if n != m[2] and side(n)), key=margin)
-    named = [step.split() for step in description.split(", ")]  # [size, colour, shape] (+ a count)
-    assert all(size in ("small", "big") for size, *_ in named)
-    size, colour, shape = named[-1][:3]  # the last object named: where the walk stopped
+    # The others name objects as the caption does, "<size> <colour> <shape>", up to where the answer is.
+    assert all(step[0] in ("small", "big") for step in steps)
+    size, colour, shape = steps[-1][:3]
     if m := re.fullmatch(r"how many (\w+) are there\?", question):
-        counts = [int(step[3]) for step in named if len(step) == 4]
+        counts = [int(step[3]) for step in steps if len(step) == 4]
         assert counts == list(range(1, len(counts) + 1))  # counted as they are named
-        assert all(
-            (len(step) == 4) == (m[1] in ("shapes", step[2] + ("es" if step[2].endswith("s") else "s")))
-            for step in named
-        )
+        assert all((len(step) == 4) == (m[1] in ("shapes", PLURAL[step[2]])) for step in steps)
         return numbers[len(counts)]
-    if re.fullmatch(r"what color is the \w+\?", question):
-        return colour
-    if re.fullmatch(r"what shape is the \w+ object\?", question):
-        return shape
-    if re.fullmatch(r"what size is the \w+ \w+\?", question):
+    if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
+        assert f"{colour} {shape}" == m[1]
         return size
-    if m := re.fullmatch(r"is there an? (\w+ \w+)\?", question):
-        return "yes" if f"{colour} {shape}" == m[1] else "no"
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        first = f"{colour} {shape}"
+        first = f"{colour} {shape}"  # the first of the two along the relation's axis
         assert first in (m[1], m[3])
         return "yes" if (first == m[1]) == (m[2] in ("left of", "above")) else "no"
     raise AssertionError(f"a question this test does not know: {question!r}")
 
 
-def test_reasoned_answers_walk_the_scene_in_caption_order_and_stop_at_the_asked_object():
+def test_reasoned_answers_name_the_objects_looked_at_in_order_then_the_plain_answer():
     plain = ShapesDataset("val", 40, task="vqa")
     reasoned = ShapesDataset("val", 40, task="vqa", reasoned=True)
     for i in range(len(plain)):
@@ -384,13 +392,14 @@ def test_reasoned_answers_walk_the_scene_in_caption_order_and_stop_at_the_asked_
         vertical = re.fullmatch(r"is the .* (above|below) .*", question)
         order = sorted(scene.objects, key=lambda o: o.y if vertical else o.x)
         steps = [step.split() for step in description.split(", ")]
+        if question.startswith(("what size", "how many", "is the ")):  # size, colour, shape (and a count)
+            assert [s[:3] for s in steps] == [[o.size, o.colour, o.shape] for o in order][: len(steps)]
         if question.startswith("what is"):  # colour, shape, x, y
-            names, order = [s[:2] for s in steps], [[o.colour, o.shape] for o in order]
-        else:  # size, colour, shape (and a count)
-            names, order = [s[:3] for s in steps], [[o.size, o.colour, o.shape] for o in order]
-        assert names == order[: len(names)]  # a prefix of the objects in caption order
-        if question.startswith(("how many", "what is")) or answer == "no" and question.startswith("is there"):
-            assert len(names) == len(order)  # nothing to stop at: every object
+            assert [s[:2] for s in steps] == [[o.colour, o.shape] for o in order]
+        if question.startswith("is there") and steps[0][0] != "no":  # shape, colour, verdict
+            assert [s[:2] for s in steps] == [[o.shape, o.colour] for o in order if o.shape == steps[0][0]]
+        if question.startswith(("how many", "what is")):
+            assert len(steps) == len(scene.objects)  # nothing to stop at: every object
 
 
 def test_every_answer_can_be_read_off_its_description():

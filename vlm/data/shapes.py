@@ -218,58 +218,60 @@ def grid_digit(position: float) -> str:
 
 
 def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
-    """The answer after the objects the model looks at to find it, named one by one in the order it captions them
-    (left to right; top to bottom for "above"/"below"), each as "<size> <colour> <shape>". The model names the
-    objects of a scene far better than it finds one by a word of the question, so it walks the scene as it does
-    when it captions and stops at the asked object; the answer is then a word it has just written.
+    """The answer after the steps that find it, each a short look at the image or at the words just written, so that
+    no step has to search a long description (E7 and E8 in docs/results.md: the model names the objects of a scene
+    far better than it finds a word in what it wrote). By the kind of question:
 
-    - what color is the <shape>? (and what shape, what size)  "small yellow square, big red circle, so red"
-    - how many <shapes> are there?  every object, each asked one counted as it is named:
-                                    "big red circle 1, small yellow square, small blue circle 2, so two"
-                                    (how many shapes: every object counted)
-    - is there a <colour> <shape>?  up to the asked object ("..., so yes"), or every object ("..., so no")
-    - is the <a> left of the <b>?   up to the first of the two along the relation's axis: yes if it is <a> and the
-                                    relation is left of or above, or it is <b> and the relation is right of or below
-    - what is <relation> the <b>?   every object left to right with its centre's x and y in tenths of the canvas:
-                                    "yellow square 1 8, red circle 6 2, so red circle"
+    - what color is the <shape>?        the asked object in the question's words, then its colour:
+                                        "circle red, so red"
+    - what shape is the <colour> object?  "red circle, so circle"
+    - is there a <colour> <shape>?      each object of that shape, left to right, its colour and whether it is the
+                                        asked one: "circle blue different, circle red same, so yes" ("no circles")
+    - what size is the <colour> <shape>?  the objects named as the caption names them ("<size> <colour> <shape>",
+                                        left to right) up to the asked one: "small yellow square, big red circle, so big"
+    - how many <shapes> are there?      every object so named, each asked one counted as it is named:
+                                        "big red circle 1, small yellow square, small blue circle 2, so two"
+    - is the <a> left of the <b>?       the objects so named up to the first of the two, left to right (top to bottom
+                                        for above and below): yes if that is <a> and the relation left of or above,
+                                        or <b> and right of or below
+    - what is <relation> the <b>?       every object left to right with its centre's x and y in tenths of the canvas:
+                                        "yellow square 1 8, red circle 6 2, so red circle"
     """
     objects = left_to_right(scene)
-    if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
+    if m := re.fullmatch(r"what color is the (\w+)\?", question):
+        (found,) = [o for o in objects if o.shape == m[1]]
+        steps = [f"{found.shape} {found.colour}"]
+    elif m := re.fullmatch(r"what shape is the (\w+) object\?", question):
+        (found,) = [o for o in objects if o.colour == m[1]]
+        steps = [found.name]
+    elif m := re.fullmatch(r"is there an? (\w+) (\w+)\?", question):
+        colour, shape = m[1], m[2]
+        same_shape = [o for o in objects if o.shape == shape]
+        steps = [f"{shape} {o.colour} {'same' if o.colour == colour else 'different'}" for o in same_shape]
+        steps = steps or [f"no {_plural(shape)}"]
+    elif m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
         steps = [f"{o.name} {grid_digit(o.x)} {grid_digit(o.y)}" for o in objects]
-        return f"{', '.join(steps)}{REASON_SEPARATOR}{answer}"
-    if m := re.fullmatch(r"how many (\w+) are there\?", question):
+    elif m := re.fullmatch(r"how many (\w+) are there\?", question):
         steps, counted = [], 0
         for o in objects:
             steps.append(f"{o.size} {o.name}")
             if m[1] in ("shapes", _plural(o.shape)):
                 counted += 1
                 steps[-1] += f" {counted}"
-        return f"{', '.join(steps)}{REASON_SEPARATOR}{answer}"
-    if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        if m[2] in ("above", "below"):
-            objects = sorted(scene.objects, key=lambda o: o.y)
-
-        def stop(o: ShapeObject) -> bool:
-            return o.name in (m[1], m[3])
-    elif m := re.fullmatch(r"what color is the (\w+)\?", question):
-
-        def stop(o: ShapeObject) -> bool:
-            return o.shape == m[1]
-    elif m := re.fullmatch(r"what shape is the (\w+) object\?", question):
-
-        def stop(o: ShapeObject) -> bool:
-            return o.colour == m[1]
-    elif m := re.fullmatch(r"(?:what size is|is there) (?:the|an?) (\w+ \w+)\?", question):
-
-        def stop(o: ShapeObject) -> bool:
-            return o.name == m[1]
     else:
-        raise ValueError(f"no reasoned answer for the question {question!r}")
-    steps = []
-    for o in objects:
-        steps.append(f"{o.size} {o.name}")
-        if stop(o):
-            break
+        if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
+            stops = {m[1]}
+        elif m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
+            stops = {m[1], m[3]}
+            if m[2] in ("above", "below"):
+                objects = sorted(scene.objects, key=lambda o: o.y)
+        else:
+            raise ValueError(f"no reasoned answer for the question {question!r}")
+        steps = []
+        for o in objects:
+            steps.append(f"{o.size} {o.name}")
+            if o.name in stops:
+                break
     return f"{', '.join(steps)}{REASON_SEPARATOR}{answer}"
 
 
