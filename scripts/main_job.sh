@@ -23,7 +23,7 @@ done
 # A held-out scene (the built-in test split's first), rendered afresh with its questions, and an easy-VQA test image.
 python data/shapes/prepare.py --out "$run/samples" --splits test --num-images 1 --quiet
 image=$(ls "$run"/samples/test/*.png | head -n 1)
-vlm-caption "$image"
+vlm-caption --checkpoint "$run/model" "$image"
 mapfile -t questions < <(python - "$run/samples/questions_test.json" <<'EOF'
 import json, sys
 # One question of each kind the scene has: a colour, a count, a relation, then what else there is.
@@ -34,7 +34,7 @@ EOF
 )
 args=()
 for question in "${questions[@]}"; do [ -n "$question" ] && args+=(--question "$question"); done
-vlm-ask --image "$image" "${args[@]}"
+vlm-ask --checkpoint "$run/model" --image "$image" "${args[@]}"
 easy_vqa_image=$(python -c "import easy_vqa; print(easy_vqa.get_test_image_paths()[0])")
-vlm-ask --image "$easy_vqa_image" --question "what shape is in the image?" --question "what color is the shape?" \
+vlm-ask --checkpoint "$run/model" --image "$easy_vqa_image" --question "what shape is in the image?" --question "what color is the shape?" \
     --question "is there a blue shape?" --question "is there a red shape?"

@@ -33,9 +33,9 @@ class DataPaths:
 # "The recipe", and docs/recipe_sweep.md).
 # easy_vqa_balanced: easy-VQA with every yes/no question also asked so that the answer flips (see
 # `flipped_counterparts`), so that its yes/no answers cannot come from the question's wording alone.
-# shapes_vqa_reasoned: the built-in questions, each answer after a description of the scene that holds it ("a big
-# red circle and a small blue square, so red"; see `reasoned_answer`), scored by the answer after the reason.
-# shapes_vqa_reading: the same, the description given and the final answer the only target (practice in reading).
+# shapes_vqa_reasoned: the built-in questions, each answer after the steps that find it ("circle red, so red"; "small
+# yellow square, big red circle, so big"; see `reasoned_answer`), scored by the answer after the reason.
+# shapes_vqa_reading: the same, the steps given and the final answer the only target (practice in reading them).
 # shapes_robust, shapes_vqa_robust: the built-in test scenes, captions and questions, drawn with variations the
 # training renderer never makes (`robust_rendering`); test split only.
 # easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";
