@@ -231,10 +231,9 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
                                         left to right) up to the asked one: "small yellow square, big red circle, so big"
     - how many <shapes> are there?      every object so named, each asked one counted as it is named:
                                         "big red circle 1, small yellow square, small blue circle 2, so two"
-    - is the <a> left of the <b>?       the two centres along the relation's axis, in tenths of the canvas, the one
-                                        that would be further left (or up) first: yes if its digit is the smaller.
-                                        "red circle x 2, blue square x 7, so yes"; "is the blue square right of the red
-                                        circle?" gives the same steps
+    - is the <a> left of the <b>?       the objects so named up to the first of the two, left to right (top to bottom
+                                        for above and below): yes if that is <a> and the relation left of or above,
+                                        or <b> and right of or below
     - what is <relation> the <b>?       every object left to right with its centre's x and y in tenths of the canvas:
                                         "yellow square 1 8, red circle 6 2, so red circle"
     """
@@ -250,12 +249,6 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
         same_shape = [o for o in objects if o.shape == shape]
         steps = [f"{shape} {o.colour} {'same' if o.colour == colour else 'different'}" for o in same_shape]
         steps = steps or [f"no {_plural(shape)}"]
-    elif m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        # Written so that the answer is one comparison of the two digits just written, whatever the relation.
-        first, second = (m[1], m[3]) if m[2] in ("left of", "above") else (m[3], m[1])
-        axis = "x" if m[2] in ("left of", "right of") else "y"
-        places = {o.name: grid_digit(getattr(o, axis)) for o in objects}
-        steps = [f"{name} {axis} {places[name]}" for name in (first, second)]
     elif m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
         steps = [f"{o.name} {grid_digit(o.x)} {grid_digit(o.y)}" for o in objects]
     elif m := re.fullmatch(r"how many (\w+) are there\?", question):
@@ -266,12 +259,18 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
                 counted += 1
                 steps[-1] += f" {counted}"
     else:
-        if not (m := re.fullmatch(r"what size is the (\w+ \w+)\?", question)):
+        if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
+            stops = {m[1]}
+        elif m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
+            stops = {m[1], m[3]}
+            if m[2] in ("above", "below"):
+                objects = sorted(scene.objects, key=lambda o: o.y)
+        else:
             raise ValueError(f"no reasoned answer for the question {question!r}")
         steps = []
         for o in objects:
             steps.append(f"{o.size} {o.name}")
-            if o.name == m[1]:
+            if o.name in stops:
                 break
     return f"{', '.join(steps)}{REASON_SEPARATOR}{answer}"
 
