@@ -124,3 +124,43 @@ def test_unknown_fields_and_bad_json_are_reported(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
         VLMConfig.from_json(path)
+
+
+@pytest.mark.parametrize(
+    "override, field, expected",
+    [
+        ("decoder.dropout=0.25", ("decoder", "dropout"), 0.25),
+        ("decoder.mlp_ratio=3", ("decoder", "mlp_ratio"), 3.0),
+        ("vision.class_token=TRUE", ("vision", "class_token"), True),
+        ("vision.class_token=1", ("vision", "class_token"), True),
+        ("prefix_lm=0", ("prefix_lm",), False),
+        ("prefix_lm=False", ("prefix_lm",), False),
+        ("vision.mean=0.1,0.2,0.3", ("vision", "mean"), (0.1, 0.2, 0.3)),
+        (" decoder.depth = 3 ", ("decoder", "depth"), 3),  # spaces around the key and the value
+        ("decoder.max_positions=80", ("decoder", "max_positions"), 80),  # None now: parsed as its int
+        ("vision.weights_file=NULL", ("vision", "weights_file"), None),
+        ("projector.mode= avg_pool", ("projector", "mode"), "avg_pool"),
+    ],
+)
+def test_each_kind_of_field_parses_to_its_type(override, field, expected):
+    config = apply_overrides(get_preset("tiny"), [override])
+    value = config
+    for name in field:
+        value = getattr(value, name)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("vision.class_token=yes", "expected a bool"),
+        ("decoder.dropout=nan", "expected a float"),
+        ("decoder.dropout=inf", "expected a float"),
+        ("decoder.max_positions=many", "expected a int"),
+        ("vision.mean=0.1,0.2,0.3,0.4", "expected 3 comma-separated numbers"),
+        ("vision.std=a,b,c", "expected 3 comma-separated numbers"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused(override, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(get_preset("tiny"), [override])
