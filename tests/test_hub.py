@@ -165,3 +165,92 @@ def test_push_to_hub_uploads_the_model_folder_with_its_card(trained, tmp_path, m
     assert b'from_pretrained("someone/tiny-vlm")' in files["README.md"]
     with pytest.raises(CheckpointError, match="not a Hugging Face Hub repo id"):
         model.push_to_hub("no-owner", tokenizer)
+
+
+def test_the_model_card_in_full(trained, tmp_path):
+    """Every line of the card for a known run: the data and recipe from its config.json, the last step its
+    metrics.jsonl logged (lines without an integer step skipped), each evaluation's figures in CARD_METRICS order,
+    a blind evaluation marked as such, and usage naming the repo id."""
+    model, _ = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    train = {"data": ["shapes", "easy_vqa"], "weights": [3.0, 0.5], "max_steps": 1289, "batch_size": 64,
+             "optimizer": "muon", "lr_decoder": 0.0005, "seed": 1, "augment": True}  # fmt: skip
+    (run / "config.json").write_text(json.dumps({"model": {}, "train": train}))
+    log = ['{"step": 10, "train_loss": 2.0}', "", '{"step": 30, "val_loss": 1.0}', '{"step": "late"}', '{"step": 20}']
+    (run / "metrics.jsonl").write_text("\n".join(log) + "\n")
+    captions = {"BLEU-4": 0.948, "METEOR": 0.683, "ROUGE-L": 0.972, "CIDEr": 6.5987, "objects_named_correctly": 0.976,
+                "images": 500, "blind": False, "SPICE": None}  # fmt: skip
+    answers = {"metric": "exact_match", "overall": 0.99793, "questions": 9673, "blind": True}
+    for name, metrics in (("shapes-test", captions), ("easy_vqa-test", answers)):
+        (run / f"eval-{name}").mkdir()
+        (run / f"eval-{name}" / "metrics.json").write_text(json.dumps(metrics))
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    assert config.max_positions == config.num_image_tokens + config.max_text_len
+    expected = f"""---
+library_name: vlm
+license: mit
+pipeline_tag: image-to-text
+tags: [vision-language-model, image-captioning, visual-question-answering]
+---
+
+# someone/tiny-vlm
+
+A miniature vision-language model made with vlm: a ViT image encoder, a projector and a GPT decoder that caption \
+images and answer questions about them.
+
+## Model
+
+- {parameters:.2f} M parameters; 32x32 px images in 4 image tokens
+- vision encoder: 1 layers of width 32, 8 px patches
+- projector: pixel_shuffle, 2x2 patches per image token
+- decoder: 2 layers of width 32, {config.decoder.vocab_size} token rows, {config.max_positions} positions, prefix-LM \
+attention over the image
+- files: `model.safetensors` (weights), `config.json` (the full config), `vocab.json` (the tokenizer)
+
+## Training data
+
+Data sets (vlm's catalogue, `vlm/data/catalog.py`): shapes (weight 3), easy_vqa (weight 0.5).
+Recipe: steps trained 30, max_steps 1289, batch_size 64, optimizer muon, lr_decoder 0.0005, seed 1.
+
+## Evaluation
+
+Measured by `vlm-evaluate` on held-out test splits (eval-*/metrics.json of the training run).
+
+| evaluation | examples | metric | value |
+|---|---|---|---|
+| easy_vqa-test (blind) | 9673 questions | accuracy (exact match) | 0.998 |
+| shapes-test | 500 images | BLEU-4 | 0.948 |
+| shapes-test | 500 images | METEOR | 0.683 |
+| shapes-test | 500 images | ROUGE-L | 0.972 |
+| shapes-test | 500 images | CIDEr | 6.599 |
+| shapes-test | 500 images | objects named correctly | 0.976 |
+
+## Usage
+
+```python
+from vlm import Tokenizer, VisionLanguageModel
+from vlm.inference.predict import Predictor
+
+model = VisionLanguageModel.from_pretrained("someone/tiny-vlm")  # a Hub repo id or a local folder
+tokenizer = Tokenizer.from_pretrained("someone/tiny-vlm")
+predictor = Predictor(model, tokenizer)
+print(predictor.caption(["photo.png"])[0])
+print(predictor.answer(["photo.png"], ["what color is the circle?"])[0])
+```
+
+or `vlm-caption photo.png --checkpoint someone/tiny-vlm`, `vlm-ask --image photo.png --question ... --checkpoint \
+someone/tiny-vlm` and `vlm-demo --checkpoint someone/tiny-vlm`.
+"""
+    assert model_card(model, "someone/tiny-vlm", run) == expected
+
+
+def test_the_model_card_without_a_run_config_or_data_names(trained, tmp_path):
+    model, _ = trained
+    assert "config.json was not given" in model_card(model, "m", tmp_path)  # a folder without config.json
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"weights": [1.0, 2.0], "seed": 3}}))
+    card = model_card(model, "m", tmp_path)
+    assert "The run's config.json does not name its data sets; mixture weights [1.0, 2.0].\nRecipe: seed 3.\n" in card
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"data": ["shapes"]}}))
+    assert "Data sets (vlm's catalogue, `vlm/data/catalog.py`): shapes.\n" in model_card(model, "m", tmp_path)

@@ -183,7 +183,7 @@ def model_card(model: VisionLanguageModel, name: str, run_dir: Path | None = Non
         f"- projector: {config.projector.mode}, {config.projector.reduction}x{config.projector.reduction} patches "
         "per image token",
         f"- decoder: {decoder.depth} layers of width {decoder.width}, {decoder.vocab_size} token rows, "
-        f"{decoder.max_positions} positions" + (", prefix-LM attention over the image" if config.prefix_lm else ""),
+        f"{config.max_positions} positions" + (", prefix-LM attention over the image" if config.prefix_lm else ""),
         "- files: `model.safetensors` (weights), `config.json` (the full config), `vocab.json` (the tokenizer)",
         "",
         "## Training data",
