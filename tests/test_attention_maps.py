@@ -110,3 +110,22 @@ def test_figure_of_an_empty_answer_has_only_the_image(tmp_path):
     empty = AttendedText(text="", tokens=[], maps=torch.zeros(0, 2, 2))
     save_attention_figure(tmp_path / "empty.png", [Image.new("RGB", (8, 8))], [empty], ["nothing"])
     assert (tmp_path / "empty.png").is_file()
+
+
+@pytest.mark.parametrize("num_queries, num_keys", [(5, 5), (2, 6)])
+def test_explicit_attention_without_a_mask_is_causal_as_the_fused_kernel_is(num_queries, num_keys):
+    """mask None means causal with the queries as the last slots (a cached step's new tokens): the weights times the
+    values equal the fused kernel's output under that mask, and nothing after a query is weighted."""
+    import torch.nn.functional as F
+
+    from vlm.model.decoder import causal_mask, explicit_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, num_queries, 8, generator=generator)
+    k, v = (torch.randn(2, 3, num_keys, 8, generator=generator) for _ in range(2))
+    weights = explicit_attention(q, k, None)
+    mask = causal_mask(num_queries, num_keys, q.device)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(weights @ v, fused, atol=1e-5)
+    assert torch.equal(weights == 0, ~mask.expand_as(weights))  # exactly the masked slots are zero
+    assert torch.equal(mask, torch.ones(num_queries, num_keys).tril(num_keys - num_queries).bool())

@@ -254,3 +254,32 @@ def test_the_model_card_without_a_run_config_or_data_names(trained, tmp_path):
     assert "The run's config.json does not name its data sets; mixture weights [1.0, 2.0].\nRecipe: seed 3.\n" in card
     (tmp_path / "config.json").write_text(json.dumps({"train": {"data": ["shapes"]}}))
     assert "Data sets (vlm's catalogue, `vlm/data/catalog.py`): shapes.\n" in model_card(model, "m", tmp_path)
+
+
+def test_push_to_hub_passes_the_token_the_privacy_and_the_runs_figures(trained, tmp_path, monkeypatch):
+    model, tokenizer = trained
+    calls = {}
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["private"] = private
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls["card"] = (Path(folder_path) / "README.md").read_text()
+            return type("Commit", (), {"commit_url": "url"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    write_run(tmp_path / "run")
+    model.push_to_hub("someone/tiny-vlm", tokenizer, run_dir=tmp_path / "run", private=True, token="hf_x")
+    assert calls["token"] == "hf_x" and calls["private"] is True
+    assert "| shapes-test | 500 images | CIDEr | 6.599 |" in calls["card"]
+
+
+def test_from_pretrained_loads_onto_the_device_asked_for_in_eval_mode(trained, tmp_path):
+    model, tokenizer = trained
+    folder = model.save_pretrained(tmp_path / "model", tokenizer)
+    loaded = VisionLanguageModel.from_pretrained(folder, device="meta")
+    assert not loaded.training and next(loaded.parameters()).device.type == "meta"

@@ -299,3 +299,21 @@ def test_training_and_inference_attention_kernels_agree(tokenizer):
         inference_kernel = model.logits(images, ids, valid)
     assert training_kernel.requires_grad and not inference_kernel.requires_grad
     torch.testing.assert_close(inference_kernel[valid], training_kernel.detach()[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_the_decoder_alone_is_a_causal_language_model_over_positions(tokenizer):
+    """Decoder.forward (text only): each position's logits are those of the prefix up to it, later tokens change
+    nothing before them, and the positions are the tokens' own (0..T-1), not all zero."""
+    decoder = tiny_model(tokenizer, seed=3).decoder.eval()
+    ids = torch.randint(0, decoder.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = decoder(ids)
+        assert logits.shape == (2, 6, decoder.config.vocab_size)
+        for t in range(1, 6):
+            assert torch.allclose(decoder(ids[:, :t])[:, -1], logits[:, t - 1], atol=1e-5)
+        changed = ids.clone()
+        changed[:, 4:] = (changed[:, 4:] + 1) % decoder.config.vocab_size
+        assert torch.allclose(decoder(changed)[:, :4], logits[:, :4], atol=1e-5)
+        assert not torch.allclose(decoder(changed)[:, 4:], logits[:, 4:], atol=1e-3)
+        at_zero = decoder.forward_head(decoder.forward_features(decoder.embed_tokens(ids), torch.zeros_like(ids)))
+        assert not torch.allclose(at_zero[:, 1:], logits[:, 1:], atol=1e-3)

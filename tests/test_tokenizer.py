@@ -1,6 +1,6 @@
 import pytest
 
-from vlm.model.tokenizer import SPECIAL_TOKENS, Tokenizer
+from vlm.model.tokenizer import DEFAULT_ENCODING, SPECIAL_TOKENS, Tokenizer
 
 TRAINING_TEXT = ["a red circle above a blue square", "what color is the circle?", "two green triangles"]
 
@@ -75,3 +75,17 @@ def test_streamed_decoding_joins_to_decode_and_never_splits_a_character(tokenize
     cut = ids[: len(tokenizer.encode("a red")) + 2]
     assert "".join(tokenizer.decode_stream(cut)) == tokenizer.decode(cut)
     assert tokenizer.decode(cut).endswith("\ufffd")
+
+
+def test_extend_keeps_every_id_and_appends_the_new_tokens_in_order():
+    encoding_name = DEFAULT_ENCODING
+    base = Tokenizer.build(["a red circle"], encoding_name)
+    new_texts = ["a man riding a wave on top of a surfboard", "a red circle"]
+    extended = base.extend(new_texts)
+    assert extended.encoding_name == encoding_name
+    assert extended.bpe_ids[: len(base.bpe_ids)] == base.bpe_ids  # every old token where it was
+    wanted = {i for text in new_texts for i in extended.encoding.encode_ordinary(text)} - set(base.bpe_ids)
+    assert wanted and extended.bpe_ids[len(base.bpe_ids) :] == sorted(wanted)
+    for text in new_texts:  # every new text now in whole tokens: a round trip, with fewer ids than bytes
+        assert extended.decode(extended.encode(text)) == text and len(extended.encode(text)) < len(text)
+    assert base.extend(["a red circle"]).bpe_ids == base.bpe_ids  # nothing new, nothing added

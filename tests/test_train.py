@@ -331,3 +331,27 @@ def test_an_image_size_set_alone_trains_a_step(tmp_path):
     model, _ = load_model(tmp_path / "run" / "model")
     positions = model.decoder.position_embedding.num_embeddings
     assert positions == 196 + get_preset("tiny").max_text_len
+
+
+def test_clearing_an_unfinished_run_removes_its_outputs_and_nothing_else(tmp_path):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    (run / "checkpoints").mkdir()  # a save that never finished: no trainer state
+    for name in ("metrics.jsonl", "config.json", "curves.png"):
+        (run / name).write_text("x")
+    (run / "notes.txt").write_text("the user's own")
+    train_module.clear_unfinished_run(run)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    (run / "checkpoints" / "last").mkdir(parents=True)
+    (run / "checkpoints" / "last" / train_module.TRAINER_STATE).write_text("{}")
+    with pytest.raises(AssertionError, match="holds a checkpoint"):
+        train_module.clear_unfinished_run(run)
+
+
+def test_a_finetune_config_gives_every_part_one_rate_adamw_and_exact_steps():
+    config = train_module.finetune_config(3e-5, max_steps=40, seed=2)
+    assert (config.lr_decoder, config.lr_projector, config.lr_encoder) == (3e-5, 3e-5, 3e-5)
+    assert config.optimizer == "adamw" and config.time_budget_min == 0.0
+    assert (config.max_steps, config.seed) == (40, 2)
+    assert train_module.finetune_config(1e-4, time_budget_min=5.0).time_budget_min == 5.0
