@@ -36,5 +36,5 @@ args=()
 for question in "${questions[@]}"; do [ -n "$question" ] && args+=(--question "$question"); done
 vlm-ask --checkpoint "$run/model" --image "$image" "${args[@]}"
 easy_vqa_image=$(python -c "import easy_vqa; print(easy_vqa.get_test_image_paths()[0])")
-vlm-ask --checkpoint "$run/model" --image "$easy_vqa_image" --question "what shape is in the image?" --question "what color is the shape?" \
-    --question "is there a blue shape?" --question "is there a red shape?"
+vlm-ask --checkpoint "$run/model" --image "$easy_vqa_image" --question "what shape is in the image?" \
+    --question "what color is the shape?" --question "is there a blue shape?" --question "is there a red shape?"
