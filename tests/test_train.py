@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ColourSamples, killed_after_checkpoint
+from helpers import ColourSamples, killed_after_checkpoint, tiny_model, tiny_tokenizer
 from safetensors.torch import load_file
 
 import vlm.training.loop as train_module
@@ -355,3 +355,41 @@ def test_a_finetune_config_gives_every_part_one_rate_adamw_and_exact_steps():
     assert config.optimizer == "adamw" and config.time_budget_min == 0.0
     assert (config.max_steps, config.seed) == (40, 2)
     assert train_module.finetune_config(1e-4, time_budget_min=5.0).time_budget_min == 5.0
+
+
+def test_a_checkpoint_swap_cleans_up_and_one_interrupted_mid_swap_is_resumed_from_last_old(tmp_path):
+    """The save stages into last.new (a leftover from a crash is cleared first), keeps the previous as last.old
+    until the new one is in place, then removes it; a crash between the two renames leaves only last.old, which
+    last_checkpoint and load_training_checkpoint fall back to, restoring weights, optimizer and RNG exactly."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.8, 0.95))
+    sum(p.square().sum() for p in model.parameters()).backward()
+    optimizer.step()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "last.new").mkdir(parents=True)
+    (checkpoints / "last.new" / "junk").write_text("a save that crashed")
+    state = train_module.TrainState(step=3, epoch=1, position=7)
+    config = TrainConfig(max_steps=10)
+    for _ in range(2):  # the second save replaces the first
+        train_module.save_training_checkpoint(checkpoints / "last", model, tokenizer, optimizer, state, config)
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["last"]
+    assert json.loads((checkpoints / "last" / train_module.TRAINER_STATE).read_text())["state"]["step"] == 3
+
+    (checkpoints / "last").rename(checkpoints / "last.old")  # the crash between the two renames
+    assert train_module.last_checkpoint(tmp_path / "run") == checkpoints / "last.old"
+    rng = torch.get_rng_state()
+    torch.manual_seed(123)
+    restored = tiny_model(tokenizer, seed=2)
+    restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-3)
+    loaded = train_module.load_training_checkpoint(checkpoints / "last", restored, restored_optimizer)
+    assert loaded == state and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
+    saved, back = optimizer.state_dict(), restored_optimizer.state_dict()
+    assert back["param_groups"] == saved["param_groups"]  # betas a tuple again, nothing added
+    assert all(
+        torch.equal(saved["state"][i][k], back["state"][i][k]) for i in saved["state"] for k in saved["state"][i]
+    )
+    (checkpoints / "last.old").rename(checkpoints / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        train_module.load_training_checkpoint(checkpoints / "last", restored, restored_optimizer)
