@@ -345,7 +345,7 @@ def read_answer(question: str, description: str) -> str:
         assert colour == m[1]
         return shape
     if m := re.fullmatch(r"is there an? (\w+) (\w+)\?", question):
-        if steps == [["no", m[2] + ("es" if m[2].endswith("s") else "s")]]:
+        if steps == [["no", PLURAL[m[2]]]]:
             return "no"
         # each object of the asked shape, its colour, and whether that is the asked colour
         assert all(s == m[2] and v == ("same" if c == m[1] else "different") for s, c, v in steps)
