@@ -273,7 +273,7 @@ def test_texts_hold_every_caption_question_and_answer():
 def test_unknown_split_or_task_is_named():
     with pytest.raises(ValueError, match="split must be one of .* got 'training'"):
         ShapesDataset("training")
-    with pytest.raises(ValueError, match="task must be 'caption' or 'vqa', got 'captions'"):
+    with pytest.raises(ValueError, match="task must be 'caption', 'vqa' or 'walk', got 'captions'"):
         ShapesDataset("val", task="captions")
 
 
@@ -362,6 +362,13 @@ def read_answer(question: str, description: str) -> str:
             return offsets[axis] - offsets[1 - axis]
 
         return max((n for n in place if n != m[2] and side(n)), key=margin)
+    if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
+        # the walk up to the first of the two, then which of them that was, said of the question's first object
+        *walk, (colour, shape, order, *relation) = steps
+        assert f"{colour} {shape}" == m[1] and " ".join(relation) == m[2]
+        reached = " ".join(walk[-1][1:])
+        assert reached in (m[1], m[3]) and order == ("first" if reached == m[1] else "second")
+        return "yes" if (order == "first") == (m[2] in ("left of", "above")) else "no"
     # The others name objects as the caption does, "<size> <colour> <shape>", up to where the answer is.
     assert all(step[0] in ("small", "big") for step in steps)
     size, colour, shape = steps[-1][:3]
@@ -373,10 +380,6 @@ def read_answer(question: str, description: str) -> str:
     if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
         assert f"{colour} {shape}" == m[1]
         return size
-    if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        first = f"{colour} {shape}"  # the first of the two along the relation's axis
-        assert first in (m[1], m[3])
-        return "yes" if (first == m[1]) == (m[2] in ("left of", "above")) else "no"
     raise AssertionError(f"a question this test does not know: {question!r}")
 
 
@@ -392,6 +395,8 @@ def test_reasoned_answers_name_the_objects_looked_at_in_order_then_the_plain_ans
         vertical = re.fullmatch(r"is the .* (above|below) .*", question)
         order = sorted(scene.objects, key=lambda o: o.y if vertical else o.x)
         steps = [step.split() for step in description.split(", ")]
+        if question.startswith("is the "):
+            steps = steps[:-1]  # the last step says which of the two the walk reached
         if question.startswith(("what size", "how many", "is the ")):  # size, colour, shape (and a count)
             assert [s[:3] for s in steps] == [[o.size, o.colour, o.shape] for o in order][: len(steps)]
         if question.startswith("what is"):  # colour, shape, x, y

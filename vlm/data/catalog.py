@@ -36,6 +36,8 @@ class DataPaths:
 # shapes_vqa_reasoned: the built-in questions, each answer after the steps that find it ("circle red, so red"; "small
 # yellow square, big red circle, so big"; see `reasoned_answer`), scored by the answer after the reason.
 # shapes_vqa_reading: the same, the steps given and the final answer the only target (practice in reading them).
+# shapes_walks: the built-in scenes' objects named left to right and top to bottom on request, the walks that the
+# reasoned answers take (training practice; no question type of the built-in questions).
 # shapes_robust, shapes_vqa_robust: the built-in test scenes, captions and questions, drawn with variations the
 # training renderer never makes (`robust_rendering`); test split only.
 # easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";
@@ -45,6 +47,7 @@ SHAPES_NAMES = (
     "shapes_vqa",
     "shapes_vqa_reasoned",
     "shapes_vqa_reading",
+    "shapes_walks",
     "shapes_robust",
     "shapes_vqa_robust",
 )
@@ -87,7 +90,7 @@ def build_dataset(
         robust = name.endswith("_robust")
         if robust and split != "test":
             raise ValueError(f"{name} is a held-out test split (--split test); training never sees its renderings")
-        task = "caption" if name in ("shapes", "shapes_robust") else "vqa"
+        task = {"shapes": "caption", "shapes_robust": "caption", "shapes_walks": "walk"}.get(name, "vqa")
         reasoned, reading = name == "shapes_vqa_reasoned", name == "shapes_vqa_reading"
         return ShapesDataset(split, task=task, reasoned=reasoned, robust=robust, reading=reading, varied=varied)
     if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "easy_vqa_reasoned"):
