@@ -1,9 +1,10 @@
 """Building what the training loop trains on from a mixture spec: the data sets, the vocabulary, the transforms,
 and validation by generating (captions and answers scored as users will see them).
 
-The default mixture is the main job's: a third captions; a third the built-in questions, answered after a description
-of the scene (a ninth written whole, two ninths with the description given and the answer alone to learn); two ninths
-easy-VQA with its yes/no answers worked out in steps and a ninth its shape questions (docs/results.md says why).
+The default mixture is the main job's, in tenths of each batch: three captions; three the built-in questions
+answered after the steps that find the answer; two easy-VQA with its yes/no answers worked out in steps and one its
+shape questions; one the built-in scenes' objects named left to right and top to bottom, the walks those steps take
+(docs/results.md says why).
 """
 
 from __future__ import annotations
