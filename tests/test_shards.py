@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -207,3 +208,27 @@ def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_loss
     state = train(get_preset("tiny"), quick_config(tmp_path / "b", **resumed_settings), data(), resume=True)
     assert state.step == 8 and state.stream_workers == 2
     torch.testing.assert_close(torch.tensor(losses(tmp_path / "b" / "run")), torch.tensor(uninterrupted))
+
+
+@pytest.mark.parametrize("blind", [False, True])
+def test_the_training_loader_batches_a_stream_as_uint8_images_with_whole_batches_only(shards, tmp_path, blind):
+    """vlm.training.loop.shard_loader: 24 captions in batches of 5 give 4 whole batches (the rest dropped, as DDP
+    needs equal steps), images kept uint8 for the step to normalise, or zeros when blind."""
+    from vlm.data.catalog import texts_of
+    from vlm.data.transforms import build_transform
+    from vlm.model.tokenizer import Tokenizer
+    from vlm.training.loop import Distributed, TrainConfig, TrainState, shard_loader
+
+    folder, files = shards
+    tokenizer = Tokenizer.build(texts_of(files))
+    config = TrainConfig(out_dir=str(tmp_path / "run"), batch_size=5, seed=3, blind=blind)
+    state = TrainState(stream_workers=0)
+    stream = ShardStream(folder)
+    loader = shard_loader(stream, tokenizer, build_transform(16, train=True), config, 32, Distributed(), True, state)
+    stream.set_epoch(0)
+    batches = list(loader)
+    assert loader.pin_memory and loader.drop_last and loader.batch_size == 5
+    assert len(batches) == 4 and all(b["images"].shape == (5, 3, 16, 16) for b in batches)
+    # blind: zeros, which stand for the normalised image; otherwise uint8 pixels
+    assert all(b["images"].dtype == (torch.float32 if blind else torch.uint8) for b in batches)
+    assert all(bool((b["images"] == 0).all()) == blind for b in batches)
