@@ -410,3 +410,34 @@ def test_a_checkpoint_swap_cleans_up_and_one_interrupted_mid_swap_is_resumed_fro
     (checkpoints / "last.old").rename(checkpoints / "elsewhere")
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         train_module.load_training_checkpoint(checkpoints / "last", restored, restored_optimizer)
+
+
+def test_under_torchrun_the_process_reads_its_place_and_joins_a_gloo_group_on_cpu(monkeypatch):
+    """torchrun's RANK, WORLD_SIZE and LOCAL_RANK make the Distributed record, and a CPU run joins with gloo (the
+    group itself is the two-process test's; here it is recorded, not made)."""
+    joined = []
+    monkeypatch.setattr(train_module.dist, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(train_module.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info, device = train_module.init_distributed("auto")
+    assert (info.rank, info.world_size, info.local_rank) == (3, 4, 1)
+    assert not info.is_main and info.enabled and joined == ["gloo"] and device == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")  # torchrun always sets it; a launcher that does not gets 0
+    assert train_module.init_distributed("cpu")[0].local_rank == 0
+    monkeypatch.delenv("RANK")  # not under torchrun: one process, no group
+    info, _ = train_module.init_distributed("cpu")
+    assert (info.rank, info.world_size, info.is_main, info.enabled) == (0, 1, True, False) and len(joined) == 2
+
+
+def test_under_torchrun_on_gpus_each_process_takes_its_local_gpu_and_nccl(monkeypatch):
+    joined, chosen = [], []
+    monkeypatch.setattr(train_module.dist, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(train_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(train_module.torch.cuda, "set_device", chosen.append)
+    for name, value in (("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    assert train_module.init_distributed("auto")[1] == torch.device("cuda:1")
+    assert train_module.init_distributed("cpu")[1] == torch.device("cpu")  # --device cpu on a GPU machine: gloo
+    assert chosen == [1] and joined == ["nccl", "gloo"]
