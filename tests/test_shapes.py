@@ -364,10 +364,14 @@ def read_answer(question: str, description: str) -> str:
         return max((n for n in place if n != m[2] and side(n)), key=margin)
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
         # the walk up to the first of the two, then which of them that was, said of the question's first object
-        *walk, (colour, shape, order, *relation) = steps
-        assert f"{colour} {shape}" == m[1] and " ".join(relation) == m[2]
-        reached = " ".join(walk[-1][1:])
-        assert reached in (m[1], m[3]) and order == ("first" if reached == m[1] else "second")
+        # the walk up to the first of the two; its colour beside the first object's, then its shape; which it is
+        *walk, colours, shapes, (order, *relation) = steps
+        reached = walk[-1][1:]
+        assert reached in (m[1].split(), m[3].split()) and " ".join(relation) == m[2]
+        for (mine, theirs, verdict), asked in zip((colours, shapes), m[1].split()):
+            assert theirs == asked and verdict == ("same" if mine == theirs else "different")
+        assert [colours[0], shapes[0]] == reached
+        assert order == ("first" if colours[2] == shapes[2] == "same" else "second")
         return "yes" if (order == "first") == (m[2] in ("left of", "above")) else "no"
     # The others name objects as the caption does, "<size> <colour> <shape>", up to where the answer is.
     assert all(step[0] in ("small", "big") for step in steps)
@@ -396,7 +400,7 @@ def test_reasoned_answers_name_the_objects_looked_at_in_order_then_the_plain_ans
         order = sorted(scene.objects, key=lambda o: o.y if vertical else o.x)
         steps = [step.split() for step in description.split(", ")]
         if question.startswith("is the "):
-            steps = steps[:-1]  # the last step says which of the two the walk reached
+            steps = steps[:-3]  # the last three compare the object reached with the question's first
         if question.startswith(("what size", "how many", "is the ")):  # size, colour, shape (and a count)
             assert [s[:3] for s in steps] == [[o.size, o.colour, o.shape] for o in order][: len(steps)]
         if question.startswith("what is"):  # colour, shape, x, y

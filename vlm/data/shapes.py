@@ -258,8 +258,9 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
     - how many <shapes> are there?      every object so named, each asked one counted as it is named:
                                         "big red circle 1, small yellow square, small blue circle 2, so two"
     - is the <a> left of the <b>?       the objects so named up to the first of the two, left to right (top to bottom
-                                        for above and below): yes if that is <a> and the relation left of or above,
-                                        or <b> and right of or below
+                                        for above and below); that one's colour beside <a>'s, then its shape beside
+                                        <a>'s, each same or different; first (both same) or second, and the relation:
+                                        "big red circle, red red same, circle circle same, first left of, so yes"
     - what is <relation> the <b>?       every object left to right with its centre's x and y in tenths of the canvas:
                                         "yellow square 1 8, red circle 6 2, so red circle"
     """
@@ -290,11 +291,15 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
         if m[2] in ("above", "below"):
             objects = top_to_bottom(scene)
         steps = walk_until(objects, {m[1], m[3]})
-        # Which of the two was reached first, said of the question's first object, with the relation asked: the
-        # answer is then a lookup of the last two words (a model that matches the reached object against the
-        # question's two in one step answers at chance: E9 in docs/results.md).
-        reached = steps[-1].split(" ", 1)[1]
-        steps.append(f"{m[1]} {'first' if reached == m[1] else 'second'} {m[2]}")
+        # Whether the object reached is the question's first, one word at a time, each compared with the word just
+        # written beside it; then first or second and the relation asked, whose answer is a lookup of two words.
+        # Compared whole, in one step, the model answered at chance (E11-E12 in docs/results.md).
+        reached = steps[-1].split(" ", 1)[1].split()
+        asked = m[1].split()
+        # One word at a time: the reached object's colour beside the question's first object's, then the shapes.
+        for mine, theirs in zip(reached, asked):
+            steps.append(f"{mine} {theirs} {'same' if mine == theirs else 'different'}")
+        steps.append(f"{'first' if reached == asked else 'second'} {m[2]}")
     else:
         raise ValueError(f"no reasoned answer for the question {question!r}")
     return f"{', '.join(steps)}{REASON_SEPARATOR}{answer}"
