@@ -89,9 +89,9 @@ def test_tiny_model_loss_falls_and_run_folder_is_complete(tmp_path):
     )
 
 
-def test_each_validation_is_logged_with_the_step_and_the_generation_metrics(tmp_path):
+def test_each_validation_is_logged_with_the_step_and_the_generation_metrics(tmp_path, capsys):
     """Every eval_every steps and at the end: the validation loss and what on_validate returns for that step, in
-    one metrics.jsonl record."""
+    one metrics.jsonl record and one printed line."""
     seen = []
 
     def on_validate(model, step):
@@ -104,6 +104,8 @@ def test_each_validation_is_logged_with_the_step_and_the_generation_metrics(tmp_
     assert seen == [4, 8, 10]
     assert [(r["step"], r["val_answer_accuracy"]) for r in validations] == [(4, 0.04), (8, 0.08), (10, 0.1)]
     assert all(r["val_loss"] > 0 for r in validations)
+    printed = [line for line in capsys.readouterr().out.splitlines() if "val_loss=" in line]
+    assert printed == [f"step={r['step']} val_loss={r['val_loss']:.4g} val_answer_accuracy={r['val_answer_accuracy']:.4g}" for r in validations]
 
 
 def test_packed_training_loss_falls(tmp_path):
