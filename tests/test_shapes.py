@@ -21,6 +21,7 @@ from vlm.data.shapes import (
     SHAPES,
     SIZES,
     SPLIT_SIZES,
+    WALK_QUESTIONS,
     Scene,
     ShapeObject,
     ShapesDataset,
@@ -514,3 +515,16 @@ def test_reading_samples_give_the_description_and_train_the_final_answer_alone()
         assert read_ids == ids  # the very tokens of the reasoned answer, so what is learned carries over
         answer_tokens = len(tokenizer.encode(read.target))
         assert read_is_target == [False] * (len(ids) - answer_tokens - 1) + [True] * (answer_tokens + 1)
+
+
+def test_walk_samples_name_every_object_left_to_right_then_top_to_bottom():
+    """shapes_walks: two samples an image, each every object as the caption names it, in the order asked."""
+    dataset = build_dataset("shapes_walks", "val")
+    assert len(dataset) == 2 * SPLIT_SIZES["val"]
+    texts = set(dataset.texts())
+    for i in range(6):
+        sample, scene = dataset[i], dataset.scenes[i // 2].scene
+        key = (lambda o: o.x) if i % 2 == 0 else (lambda o: o.y)
+        expected = ", ".join(f"{o.size} {o.colour} {o.shape}" for o in sorted(scene.objects, key=key))
+        assert sample.question == list(WALK_QUESTIONS)[i % 2] and sample.target == expected
+        assert sample.references == [expected] and {sample.question, expected} <= texts

@@ -98,14 +98,19 @@ def test_each_validation_is_logged_with_the_step_and_the_generation_metrics(tmp_
         seen.append(step)
         return {"val_answer_accuracy": step / 100}
 
-    train(get_preset("tiny"), quick_config(tmp_path, max_steps=10, eval_every=4), colour_data(), on_validate=on_validate)
+    train(
+        get_preset("tiny"), quick_config(tmp_path, max_steps=10, eval_every=4), colour_data(), on_validate=on_validate
+    )
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     validations = [r for r in records if "val_loss" in r]
     assert seen == [4, 8, 10]
     assert [(r["step"], r["val_answer_accuracy"]) for r in validations] == [(4, 0.04), (8, 0.08), (10, 0.1)]
     assert all(r["val_loss"] > 0 for r in validations)
     printed = [line for line in capsys.readouterr().out.splitlines() if "val_loss=" in line]
-    assert printed == [f"step={r['step']} val_loss={r['val_loss']:.4g} val_answer_accuracy={r['val_answer_accuracy']:.4g}" for r in validations]
+    assert printed == [
+        f"step={r['step']} val_loss={r['val_loss']:.4g} val_answer_accuracy={r['val_answer_accuracy']:.4g}"
+        for r in validations
+    ]
 
 
 def test_packed_training_loss_falls(tmp_path):

@@ -291,12 +291,11 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
         if m[2] in ("above", "below"):
             objects = top_to_bottom(scene)
         steps = walk_until(objects, {m[1], m[3]})
-        # Whether the object reached is the question's first, one word at a time, each compared with the word just
-        # written beside it; then first or second and the relation asked, whose answer is a lookup of two words.
-        # Compared whole, in one step, the model answered at chance (E11-E12 in docs/results.md).
-        reached = steps[-1].split(" ", 1)[1].split()
-        asked = m[1].split()
-        # One word at a time: the reached object's colour beside the question's first object's, then the shapes.
+        # Whether the object reached is the question's first, one word at a time: its colour beside the first
+        # object's, then the shapes, each judged against the word just written beside it; then first or second and
+        # the relation asked, whose answer is a lookup of two words. Compared whole, in one step, the model answered
+        # at chance (E11-E12 in docs/results.md).
+        reached, asked = steps[-1].split()[1:], m[1].split()
         for mine, theirs in zip(reached, asked):
             steps.append(f"{mine} {theirs} {'same' if mine == theirs else 'different'}")
         steps.append(f"{'first' if reached == asked else 'second'} {m[2]}")
@@ -490,7 +489,8 @@ class ShapesDataset(Dataset):
         """Every caption, question and answer, without rendering (for building a vocabulary)."""
         texts = [t for a in self.scenes for t in (*a.captions, *(x for qa in a.questions for x in qa))]
         if self.task == "walk":
-            texts += [*WALK_QUESTIONS, *(walk_of(a.scene, order) for a in self.scenes for order in WALK_QUESTIONS.values())]
+            walks = (walk_of(a.scene, order) for a in self.scenes for order in WALK_QUESTIONS.values())
+            texts += [*WALK_QUESTIONS, *walks]
         if self.reasoned:
             texts += [reasoned_answer(a.scene, q, answer) for a in self.scenes for q, answer in a.questions]
         return texts
