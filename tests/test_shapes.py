@@ -364,7 +364,6 @@ def read_answer(question: str, description: str) -> str:
 
         return max((n for n in place if n != m[2] and side(n)), key=margin)
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
-        # the walk up to the first of the two, then which of them that was, said of the question's first object
         # the walk up to the first of the two; its colour beside the first object's, then its shape; which it is
         *walk, colours, shapes, (order, *relation) = steps
         reached = walk[-1][1:]

@@ -9,10 +9,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from vlm.cli.make_shards import main as make_shards
+from vlm.data.catalog import texts_of
 from vlm.data.coco import CocoCaptions
 from vlm.data.errors import AnnotationError
 from vlm.data.images import load_image
 from vlm.data.shards import ShardCaptions, ShardStream, write_shards
+from vlm.data.transforms import build_transform
+from vlm.model.tokenizer import Tokenizer
+from vlm.training.loop import Distributed, TrainConfig, TrainState, shard_loader
 
 
 def coco_photos(root: Path, images: int = 8, captions: int = 3) -> tuple[Path, Path]:
@@ -214,11 +218,6 @@ def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_loss
 def test_the_training_loader_batches_a_stream_as_uint8_images_with_whole_batches_only(shards, tmp_path, blind):
     """vlm.training.loop.shard_loader: 24 captions in batches of 5 give 4 whole batches (the rest dropped, as DDP
     needs equal steps), images kept uint8 for the step to normalise, or zeros when blind."""
-    from vlm.data.catalog import texts_of
-    from vlm.data.transforms import build_transform
-    from vlm.model.tokenizer import Tokenizer
-    from vlm.training.loop import Distributed, TrainConfig, TrainState, shard_loader
-
     folder, files = shards
     tokenizer = Tokenizer.build(texts_of(files))
     config = TrainConfig(out_dir=str(tmp_path / "run"), batch_size=5, seed=3, blind=blind)

@@ -51,6 +51,11 @@ class ShapeObject:
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
 
+    @property
+    def sized_name(self) -> str:
+        """As the caption names it: "small red circle"."""
+        return f"{self.size} {self.name}"
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -219,7 +224,7 @@ def walk_until(objects: list[ShapeObject], stops: set[str]) -> list[str]:
     """The objects named as the caption names them, "<size> <colour> <shape>", up to the first named in `stops`."""
     steps = []
     for o in objects:
-        steps.append(f"{o.size} {o.name}")
+        steps.append(o.sized_name)
         if o.name in stops:
             break
     return steps
@@ -281,7 +286,7 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
     elif m := re.fullmatch(r"how many (\w+) are there\?", question):
         steps, counted = [], 0
         for o in objects:
-            steps.append(f"{o.size} {o.name}")
+            steps.append(o.sized_name)
             if m[1] in ("shapes", _plural(o.shape)):
                 counted += 1
                 steps[-1] += f" {counted}"
