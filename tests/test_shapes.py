@@ -352,17 +352,10 @@ def read_answer(question: str, description: str) -> str:
         assert all(s == m[2] and v == ("same" if c == m[1] else "different") for s, c, v in steps)
         return "yes" if any(v == "same" for *_, v in steps) else "no"
     if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
-        place = {f"{c} {s}": (int(x), int(y)) for c, s, x, y in steps}
-        axis = 0 if m[1] in ("left of", "right of") else 1
-
-        def side(a: str) -> bool:  # is a on the relation's side of b, along its axis
-            return (place[a][axis] < place[m[2]][axis]) == (m[1] in ("left of", "above"))
-
-        def margin(name: str) -> int:  # how much further apart along the relation's axis than along the other
-            offsets = [abs(p - q) for p, q in zip(place[name], place[m[2]])]
-            return offsets[axis] - offsets[1 - axis]
-
-        return max((n for n in place if n != m[2] and side(n)), key=margin)
+        # every other object with its relation to the asked one: the answer is the one in the asked relation
+        (found,) = [f"{colour} {shape}" for colour, shape, *relation in steps if " ".join(relation) == m[1]]
+        assert m[2] not in [f"{colour} {shape}" for colour, shape, *_ in steps]
+        return found
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
         # the walk up to the first of the two; its colour beside the first object's, then its shape; which it is
         *walk, colours, shapes, (order, *relation) = steps
@@ -396,24 +389,31 @@ def test_reasoned_answers_name_the_objects_looked_at_in_order_then_the_plain_ans
         description, separator, final = target.rpartition(", so ")
         assert separator and final == answer
         scene = reasoned.scenes[reasoned.index[i][0]].scene
-        vertical = re.fullmatch(r"is the .* (above|below) .*", question)
+        vertical = re.fullmatch(r"(is the .* |what is )(above|below) .*|how many .*", question)
         order = sorted(scene.objects, key=lambda o: o.y if vertical else o.x)
         steps = [step.split() for step in description.split(", ")]
         if question.startswith("is the "):
             steps = steps[:-3]  # the last three compare the object reached with the question's first
         if question.startswith(("what size", "how many", "is the ")):  # size, colour, shape (and a count)
             assert [s[:3] for s in steps] == [[o.size, o.colour, o.shape] for o in order][: len(steps)]
-        if question.startswith("what is"):  # colour, shape, x, y
-            assert [s[:2] for s in steps] == [[o.colour, o.shape] for o in order]
+        if question.startswith("what is"):  # colour, shape and relation of every object but the asked one
+            asked = question.removesuffix("?").split()[-2:]
+            others = [o for o in order if [o.colour, o.shape] != asked]
+            assert [s[:2] for s in steps] == [[o.colour, o.shape] for o in others]
+            (b,) = [o for o in scene.objects if [o.colour, o.shape] == asked]
+            for step, o in zip(steps, others):  # the clearer of the two offsets from b, in the question's words
+                dx, dy = b.x - o.x, b.y - o.y
+                horizontal = "left of" if dx > 0 else "right of"
+                assert " ".join(step[2:]) == (horizontal if abs(dx) >= abs(dy) else "above" if dy > 0 else "below")
         if question.startswith("is there") and steps[0][0] != "no":  # shape, colour, verdict
             assert [s[:2] for s in steps] == [[o.shape, o.colour] for o in order if o.shape == steps[0][0]]
-        if question.startswith(("how many", "what is")):
+        if question.startswith("how many"):
             assert len(steps) == len(scene.objects)  # nothing to stop at: every object
 
 
 def test_every_answer_can_be_read_off_its_description():
     """What the reasoned answers are for: the objects the model names first hold the answer, the last one named
-    (or, for "what is left of", the objects' places)."""
+    (or, for "what is left of", the one named with that relation)."""
     dataset = ShapesDataset("val", task="vqa", reasoned=True)
     kinds, misread = Counter(), Counter()
     for i in range(len(dataset)):
@@ -516,14 +516,13 @@ def test_reading_samples_give_the_description_and_train_the_final_answer_alone()
         assert read_is_target == [False] * (len(ids) - answer_tokens - 1) + [True] * (answer_tokens + 1)
 
 
-def test_walk_samples_name_every_object_left_to_right_then_top_to_bottom():
-    """shapes_walks: two samples an image, each every object as the caption names it, in the order asked."""
+def test_walk_samples_name_every_object_top_to_bottom():
+    """shapes_walks: one sample an image, every object as the caption names it, top to bottom."""
     dataset = build_dataset("shapes_walks", "val")
-    assert len(dataset) == 2 * SPLIT_SIZES["val"]
+    assert len(dataset) == SPLIT_SIZES["val"]
     texts = set(dataset.texts())
     for i in range(6):
-        sample, scene = dataset[i], dataset.scenes[i // 2].scene
-        key = (lambda o: o.x) if i % 2 == 0 else (lambda o: o.y)
-        expected = ", ".join(f"{o.size} {o.colour} {o.shape}" for o in sorted(scene.objects, key=key))
-        assert sample.question == list(WALK_QUESTIONS)[i % 2] and sample.target == expected
-        assert sample.references == [expected] and {sample.question, expected} <= texts
+        sample, scene = dataset[i], dataset.scenes[i].scene
+        expected = ", ".join(f"{o.size} {o.colour} {o.shape}" for o in sorted(scene.objects, key=lambda o: o.y))
+        assert sample.question == "name the objects from top to bottom" == list(WALK_QUESTIONS)[0]
+        assert sample.target == expected and sample.references == [expected] and {sample.question, expected} <= texts

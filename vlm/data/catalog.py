@@ -36,8 +36,8 @@ class DataPaths:
 # shapes_vqa_reasoned: the built-in questions, each answer after the steps that find it ("circle red, so red"; "small
 # yellow square, big red circle, so big"; see `reasoned_answer`), scored by the answer after the reason.
 # shapes_vqa_reading: the same, the steps given and the final answer the only target (practice in reading them).
-# shapes_walks: the built-in scenes' objects named left to right and top to bottom on request, the walks that the
-# reasoned answers take (training practice; no question type of the built-in questions).
+# shapes_walks: the built-in scenes' objects named top to bottom on request, a walk that the reasoned answers take
+# (training practice; no question type of the built-in questions).
 # shapes_robust, shapes_vqa_robust: the built-in test scenes, captions and questions, drawn with variations the
 # training renderer never makes (`robust_rendering`); test split only.
 # easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";

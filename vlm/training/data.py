@@ -3,8 +3,8 @@ and validation by generating (captions and answers scored as users will see them
 
 The default mixture is the main job's, in tenths of each batch: three captions; three the built-in questions
 answered after the steps that find the answer; two easy-VQA with its yes/no answers worked out in steps and one its
-shape questions; one the built-in scenes' objects named left to right and top to bottom, the walks those steps take
-(docs/results.md says why).
+shape questions; one the built-in scenes' objects named top to bottom, a walk those steps take (docs/results.md says
+why).
 """
 
 from __future__ import annotations
