@@ -342,6 +342,24 @@ def test_frozen_parts_keep_their_weights_through_training_and_the_others_change(
     assert set(encoder_records_graph) == {"encoder" not in frozen}
 
 
+def test_a_new_run_starts_from_the_encoder_weights_file(tmp_path):
+    """vision.weights_file (a pretrained encoder read from disk): a fresh run's encoder is the file's, not its own
+    random one. Frozen, so that the trained model still holds exactly what was read."""
+    from safetensors.torch import save_file
+
+    from vlm.model.vision_encoder import VisionEncoder
+
+    model_config = get_preset("tiny")
+    # Shifted off any initialisation, so that only the file can have put these values there.
+    weights = {k: v.contiguous() + 0.5 for k, v in VisionEncoder(model_config.vision).vit.state_dict().items()}
+    save_file(weights, str(tmp_path / "vit.safetensors"))
+    model_config.vision.weights_file = str(tmp_path / "vit.safetensors")
+    train(model_config, quick_config(tmp_path, max_steps=1, eval_every=1, freeze="encoder"), colour_data())
+    trained, _ = load_model(tmp_path / "run" / "model")
+    for name, tensor in weights.items():
+        assert torch.equal(trained.vision_encoder.vit.state_dict()[name], tensor), name
+
+
 def test_an_image_size_set_alone_trains_a_step(tmp_path):
     from vlm.data.transforms import encoder_transform
     from vlm.model.config import apply_overrides
