@@ -231,7 +231,7 @@ def walk_until(objects: list[ShapeObject], stops: set[str]) -> list[str]:
 
 
 # Training only: a walk that the reasoned answers take, asked for alone. Top to bottom only: the captions already name
-# the objects left to right, and nothing else in the data says where an object is from top to bottom (E14 in
+# the objects left to right, and besides this walk only the counts' steps give the order top to bottom (E14 in
 # docs/results.md).
 WALK_QUESTIONS = {"name the objects from top to bottom": top_to_bottom}
 
