@@ -416,6 +416,7 @@ def test_a_checkpoint_swap_cleans_up_and_one_interrupted_mid_swap_is_resumed_fro
     for _ in range(2):  # the second save replaces the first
         train_module.save_training_checkpoint(checkpoints / "last", model, tokenizer, optimizer, state, config)
         assert sorted(p.name for p in checkpoints.iterdir()) == ["last"]
+        assert not (checkpoints / "last" / "junk").exists()  # the crashed save's leftovers are not carried over
     assert json.loads((checkpoints / "last" / train_module.TRAINER_STATE).read_text())["state"]["step"] == 3
 
     (checkpoints / "last").rename(checkpoints / "last.old")  # the crash between the two renames
