@@ -360,6 +360,31 @@ def test_a_new_run_starts_from_the_encoder_weights_file(tmp_path):
         assert torch.equal(trained.vision_encoder.vit.state_dict()[name], tensor), name
 
 
+def test_a_save_that_crashes_between_its_renames_leaves_the_previous_checkpoint_for_resume(tmp_path, monkeypatch):
+    """The crash itself, inside save_training_checkpoint: the old checkpoint moved aside, the new one not yet in place.
+    What is left is found by last_checkpoint and holds the previous save."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    checkpoints, config = tmp_path / "run" / "checkpoints", TrainConfig(max_steps=10)
+    save = train_module.save_training_checkpoint
+    save(checkpoints / "last", model, tokenizer, optimizer, train_module.TrainState(step=3), config)
+    rename = Path.rename
+
+    def crash_before_the_new_one_is_in_place(self, target):
+        if self.name == "last.new":
+            raise OSError("the machine went down")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", crash_before_the_new_one_is_in_place)
+    with pytest.raises(OSError, match="went down"):
+        save(checkpoints / "last", model, tokenizer, optimizer, train_module.TrainState(step=5), config)
+    monkeypatch.undo()
+    found = train_module.last_checkpoint(tmp_path / "run")
+    assert found is not None and not (checkpoints / "last").exists()
+    assert json.loads((found / train_module.TRAINER_STATE).read_text())["state"]["step"] == 3
+
+
 def test_an_image_size_set_alone_trains_a_step(tmp_path):
     from vlm.data.transforms import encoder_transform
     from vlm.model.config import apply_overrides
@@ -413,7 +438,10 @@ def test_a_checkpoint_swap_cleans_up_and_one_interrupted_mid_swap_is_resumed_fro
     (checkpoints / "last.new" / "junk").write_text("a save that crashed")
     state = train_module.TrainState(step=3, epoch=1, position=7)
     config = TrainConfig(max_steps=10)
-    for _ in range(2):  # the second save replaces the first
+    for i in range(2):  # the second save replaces the first
+        if i == 1:  # a crash after an earlier swap, before its clean-up, leaves last.old beside last
+            (checkpoints / "last.old").mkdir()
+            (checkpoints / "last.old" / "junk").write_text("a checkpoint already replaced")
         train_module.save_training_checkpoint(checkpoints / "last", model, tokenizer, optimizer, state, config)
         assert sorted(p.name for p in checkpoints.iterdir()) == ["last"]
         assert not (checkpoints / "last" / "junk").exists()  # the crashed save's leftovers are not carried over
