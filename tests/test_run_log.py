@@ -5,6 +5,7 @@ import json
 import matplotlib
 import pytest
 from matplotlib.figure import Figure
+from PIL import Image
 
 from vlm.training.loop import RunLog
 
@@ -69,6 +70,7 @@ def test_plot_draws_train_and_validation_loss_at_their_steps(tmp_path, monkeypat
     assert axis.get_title() == "vlm training"
     assert [t.get_text() for t in axis.get_legend().get_texts()] == ["train", "validation"]
     assert tuple(drawn[0].get_size_inches()) == pytest.approx((7, 4))
+    assert Image.open(tmp_path / "curves.png").size == (700, 400)  # 7 x 4 inches at 100 dots an inch
 
 
 def test_plot_before_any_validation_draws_the_train_curve_alone(tmp_path, monkeypatch):

@@ -210,6 +210,17 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("grad_clip, step", [(0.0, 4.0), (1.0, 0.8)])
+def test_gradients_are_clipped_to_the_global_norm_unless_the_clip_is_zero(grad_clip, step):
+    """A gradient of norm 5 ((3, 4) on one parameter, 0 on the other): plain SGD with rate 1 moves the parameter by
+    the gradient itself when grad_clip is 0, by the gradient scaled to norm 1 when it is 1."""
+    weights = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))])
+    weights[0].grad, weights[1].grad = torch.tensor([3.0, 4.0]), torch.zeros(1)
+    train_module.apply_gradients(weights, torch.optim.SGD(weights.parameters(), lr=1.0), grad_clip)
+    assert weights[0].detach().tolist() == pytest.approx([-0.75 * step, -step])
+    assert all(w.grad is None for w in weights)  # cleared for the next step
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     config = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
     factors = [lr_factor(step, config) for step in range(100)]
