@@ -221,6 +221,15 @@ def test_gradients_are_clipped_to_the_global_norm_unless_the_clip_is_zero(grad_c
     assert all(w.grad is None for w in weights)  # cleared for the next step
 
 
+def test_the_learning_rate_factor_scales_each_group_from_its_own_peak():
+    decoder, encoder = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD(
+        [{"params": [decoder], "peak_lr": 2e-3}, {"params": [encoder], "peak_lr": 5e-4}], lr=1.0
+    )
+    assert train_module.set_learning_rate(optimizer, 0.25) == pytest.approx(5e-4)  # the first group's, for the log
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([5e-4, 1.25e-4])
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     config = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
     factors = [lr_factor(step, config) for step in range(100)]
