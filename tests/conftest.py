@@ -1,5 +1,6 @@
 """Shared fixtures. `odd_images`: a folder of small image files in every mode a user's data set may hold, plus the
-broken ones (truncated, empty, text, decompression bomb); used by the image loader and the data set tests."""
+broken ones (truncated, empty, text, decompression bomb); used by the image loader and the data set tests.
+`offline_cache`: an empty Hugging Face Hub cache, offline; used by the Hub and the pretrained-encoder tests."""
 
 from __future__ import annotations
 
@@ -76,3 +77,17 @@ def make_odd_images(folder: Path) -> dict[str, Path]:
 @pytest.fixture
 def odd_images(tmp_path: Path) -> dict[str, Path]:
     return make_odd_images(tmp_path / "odd_images")
+
+
+@pytest.fixture()
+def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hub cache in tmp_path, offline: set in the environment (for subprocesses) and in the constants
+    huggingface_hub read from it at import."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")  # the `hub` extra
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache

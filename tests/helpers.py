@@ -1,9 +1,13 @@
-"""Small builders shared by the tests: a tiny model with a real tokenizer, and batches made from text."""
+"""Small builders shared by the tests: a tiny model with a real tokenizer, batches made from text, a crash after a
+checkpoint, files laid out as a Hub download."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +100,22 @@ def killed_after_checkpoint(monkeypatch: pytest.MonkeyPatch, step: int) -> Itera
             yield
     finally:
         monkeypatch.setattr(train_module, "save_training_checkpoint", save)
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Lay `folder`'s files out as a download of `repo_id`'s main branch would: blobs named by hash, a snapshot of
+    links to them, refs/main naming the snapshot's commit."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = storage / "snapshots" / commit
+    (storage / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in sorted(folder.iterdir()):
+        blob = storage / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.write_bytes(file.read_bytes())
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(commit)
+    return snapshot

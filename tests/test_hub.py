@@ -1,15 +1,13 @@
 """Hugging Face conventions: save_pretrained / from_pretrained, the model card, and Hub repo ids resolved from the
 local Hub cache (filled by the test: nothing goes to the network)."""
 
-import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_model, tiny_tokenizer
+from helpers import put_in_hub_cache, tiny_model, tiny_tokenizer
 from PIL import Image
 
 from vlm.cli import caption
@@ -25,38 +23,6 @@ huggingface_hub = pytest.importorskip("huggingface_hub")  # the `hub` extra
 def trained():
     tokenizer = tiny_tokenizer()
     return tiny_model(tokenizer, seed=2), tokenizer
-
-
-@pytest.fixture()
-def offline_cache(tmp_path, monkeypatch):
-    """An empty Hub cache in tmp_path, offline: set in the environment (for subprocesses) and in the constants
-    huggingface_hub read from it at import."""
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
-    """Lay `folder`'s files out as a download of `repo_id`'s main branch would: blobs named by hash, a snapshot of
-    links to them, refs/main naming the snapshot's commit."""
-    from huggingface_hub.file_download import repo_folder_name
-
-    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = storage / "snapshots" / commit
-    (storage / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for file in sorted(folder.iterdir()):
-        blob = storage / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        blob.write_bytes(file.read_bytes())
-        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
-    (storage / "refs").mkdir()
-    (storage / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 def image_batch(model: VisionLanguageModel) -> torch.Tensor:

@@ -21,6 +21,19 @@ def test_conv_stem_channel_mult_widens_every_convolution_but_keeps_the_output():
     assert wide(torch.randn(1, 3, 64, 64)).shape == (1, 128, 8, 8)
 
 
+def test_conv_stem_initialises_each_3x3_convolution_for_the_activation_after_it_and_the_1x1_as_linear():
+    # He init: std sqrt(2 / fan_in) before a GELU (the ReLU gain), sqrt(1 / fan_in) for the projection, which no
+    # activation follows.
+    torch.manual_seed(0)
+    convolutions = [m for m in conv_stem(8, 256) if isinstance(m, torch.nn.Conv2d)]
+    for conv in convolutions:
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        gain = 2 if conv.kernel_size == (3, 3) else 1
+        assert conv.weight.std().item() == pytest.approx((gain / fan_in) ** 0.5, rel=0.15), conv
+        assert not conv.bias.any()
+    assert [c.kernel_size for c in convolutions] == [(3, 3)] * 3 + [(1, 1)]
+
+
 def test_conv_stem_refuses_a_patch_size_that_is_not_a_power_of_two():
     with pytest.raises(ValueError, match="power-of-two"):
         conv_stem(6, 32)
@@ -102,6 +115,7 @@ def test_clip_and_siglip_weights_load_with_the_class_token_and_normalization_of_
     encoder = VisionEncoder(vision)
     loaded = encoder.vit.state_dict()
     assert loaded["pos_embed"].shape[1] == class_token + 4
+    assert encoder.vit.global_pool == "" and encoder.vit.attn_pool is None  # no pooling head left to train unused
     for tensor_name, tensor in loaded.items():
         if tensor_name != "pos_embed":
             assert torch.equal(tensor, weights[tensor_name]), tensor_name
@@ -135,35 +149,108 @@ def test_a_model_with_a_pretrained_encoder_saves_and_reloads_its_normalization_w
     assert transform.interpolation.value == "bicubic"
 
 
+def last_mismatch(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> str:
+    """The last of the model's tensors whose shape the weights do not share: what load_state_dict names last."""
+    return [n for n, t in model.state_dict().items() if n in weights and weights[n].shape != t.shape][-1]
+
+
 def test_a_weights_file_of_another_architecture_is_named_in_one_line(tmp_path):
+    import timm
+
     from vlm.model.config import apply_overrides, get_preset
     from vlm.model.vision_encoder import EncoderWeightsError
 
-    save_timm_weights("vit_xsmall_patch16_clip_224", tmp_path / "clip.safetensors")
+    weights = save_timm_weights("vit_xsmall_patch16_clip_224", tmp_path / "clip.safetensors")
     config = apply_overrides(get_preset("large"), [f"vision.weights_file={tmp_path / 'clip.safetensors'}"])
-    with pytest.raises(
-        EncoderWeightsError, match="does not hold vit_small_patch16_224.augreg_in21k_ft_in1k's"
-    ) as error:
+    name = config.vision.pretrained
+    mismatch = last_mismatch(timm.create_model(name, pretrained=False, num_classes=0, global_pool=""), weights)
+    with pytest.raises(EncoderWeightsError) as error:
         VisionEncoder(config.vision)
+    file = tmp_path / "clip.safetensors"
+    assert str(error.value).startswith(f"vision.weights_file '{file}' does not hold {name}'s weights: size mismatch ")
+    assert f"size mismatch for {mismatch}: copying a param with shape" in str(error.value)
     assert "\n" not in str(error.value)
 
 
 def test_a_file_that_lacks_some_of_the_encoders_tensors_is_refused(tmp_path):
+    import logging
+
     from safetensors.torch import save_file
 
     from vlm.model.config import apply_overrides, get_preset
     from vlm.model.vision_encoder import EncoderWeightsError
 
     weights = save_timm_weights("vit_xsmall_patch16_clip_224", tmp_path / "clip.safetensors")
-    del weights["blocks.9.mlp.fc2.weight"]
+    del weights["blocks.9.mlp.fc2.weight"], weights["norm.bias"]
     save_file(weights, str(tmp_path / "clip.safetensors"))
     overrides = [
         "vision.pretrained=vit_xsmall_patch16_clip_224",
         f"vision.weights_file={tmp_path / 'clip.safetensors'}",
     ]
     config = apply_overrides(get_preset("tiny"), [*overrides, "vision.image_size=32"])
-    with pytest.raises(EncoderWeightsError, match=r"lacks tensors of .*blocks\.9\.mlp\.fc2\.weight"):
+    timm_log = logging.getLogger("timm.models._builder")
+    handlers, level = list(timm_log.handlers), timm_log.level
+    with pytest.raises(EncoderWeightsError) as error:
         VisionEncoder(config.vision)
+    missing = "['blocks.9.mlp.fc2.weight', 'norm.bias'] (and 0 more)"
+    assert str(error.value).endswith(f"lacks tensors of {config.vision.pretrained}: {missing}")
+    assert (timm_log.handlers, timm_log.level) == (handlers, level)  # timm's log is left as it was found
+
+
+# Pretrained encoders by name: timm's copy on the Hugging Face Hub, here laid out in an offline cache by the test.
+HUB_ENCODER = "vit_xsmall_patch16_clip_224.tinyclip_yfcc15m"
+
+
+def hub_encoder_config():
+    from vlm.model.config import apply_overrides, get_preset
+
+    return apply_overrides(get_preset("tiny"), [f"vision.pretrained={HUB_ENCODER}", "vision.image_size=32"]).vision
+
+
+def test_an_encoder_named_alone_loads_timms_copy_from_the_hub_cache(tmp_path, offline_cache):
+    from helpers import put_in_hub_cache
+
+    (tmp_path / "repo").mkdir()
+    weights = save_timm_weights("vit_xsmall_patch16_clip_224", tmp_path / "repo" / "model.safetensors")
+    put_in_hub_cache(offline_cache, f"timm/{HUB_ENCODER}", tmp_path / "repo")
+    loaded = VisionEncoder(hub_encoder_config()).vit.state_dict()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in loaded.items() if name != "pos_embed")
+
+
+def test_the_hubs_copy_of_another_architecture_is_named_in_one_line(tmp_path, offline_cache):
+    import timm
+    from helpers import put_in_hub_cache
+
+    from vlm.model.vision_encoder import EncoderWeightsError
+
+    (tmp_path / "repo").mkdir()
+    weights = save_timm_weights("vit_tiny_patch16_224", tmp_path / "repo" / "model.safetensors")
+    put_in_hub_cache(offline_cache, f"timm/{HUB_ENCODER}", tmp_path / "repo")
+    built = timm.create_model(HUB_ENCODER, pretrained=False, img_size=32, num_classes=0, global_pool="")
+    with pytest.raises(EncoderWeightsError) as error:
+        VisionEncoder(hub_encoder_config())
+    message = str(error.value)
+    assert message.startswith(f"the hub's copy of {HUB_ENCODER} does not hold {HUB_ENCODER}'s weights: size mismatch ")
+    assert f"size mismatch for {last_mismatch(built, weights)}: " in message and "\n" not in message
+
+
+def test_an_encoder_named_alone_offline_and_not_in_the_cache_says_so_in_one_line(offline_cache):
+    from vlm.model.vision_encoder import EncoderWeightsError
+
+    with pytest.raises(EncoderWeightsError) as error:
+        VisionEncoder(hub_encoder_config())
+    message = str(error.value)
+    assert message.startswith(f"vision.pretrained={HUB_ENCODER}: timm could not download its weights (")
+    assert message.endswith("pass vision.weights_file=PATH") and "\n" not in message
+
+
+@pytest.mark.parametrize("field, value", [("width", 128), ("patch_size", 8), ("class_token", False)])
+def test_an_encoder_config_that_differs_from_the_pretrained_model_it_names_is_refused(field, value):
+    from dataclasses import replace
+
+    vision = replace(hub_encoder_config(), **{field: value})
+    with pytest.raises(ValueError, match=f"vision.{field}={value} but {HUB_ENCODER} has "):
+        VisionEncoder(vision, load_weights=False)
 
 
 @pytest.mark.parametrize(
