@@ -154,3 +154,65 @@ def test_each_kind_of_field_parses_to_its_type(override, field, expected):
     for name in field:
         value = getattr(value, name)
     assert value == expected and type(value) is type(expected)
+
+
+# Pretrained encoders described as timm publishes them (built on the meta device: nothing is downloaded or made).
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (  # a class token, a bilinear resize filter, no normalization
+            "vit_base_patch16_224_miil.in21k",
+            dict(
+                pretrained="vit_base_patch16_224_miil.in21k",
+                timm_model="vit_base_patch16_224_miil",
+                image_size=224,
+                patch_size=16,
+                width=768,
+                depth=12,
+                heads=12,
+                mlp_ratio=4.0,
+                class_token=True,
+                mean=(0.0, 0.0, 0.0),
+                std=(1.0, 1.0, 1.0),
+                interpolation="bilinear",
+            ),
+        ),
+        (  # named without its tag (timm's default one is recorded); no class token; MLPs 5 times the width
+            "vit_wee_patch16_reg1_gap_256",
+            dict(
+                pretrained="vit_wee_patch16_reg1_gap_256.sbb_in1k",
+                timm_model="vit_wee_patch16_reg1_gap_256",
+                image_size=256,
+                patch_size=16,
+                width=256,
+                depth=14,
+                heads=4,
+                mlp_ratio=5.0,
+                class_token=False,
+                mean=(0.5, 0.5, 0.5),
+                std=(0.5, 0.5, 0.5),
+                interpolation="bicubic",
+            ),
+        ),
+    ],
+)
+def test_a_pretrained_encoder_is_described_by_timms_model_and_pretrained_config(name, expected):
+    from dataclasses import asdict, replace
+
+    from vlm.model.config import pretrained_vision_config
+
+    asked = replace(get_preset("tiny").vision, pretrained=name, image_size=32)
+    described = asdict(pretrained_vision_config(asked))
+    assert {key: described[key] for key in expected} == expected and described["stem"] == "patch"
+    assert pretrained_vision_config(asked, keep_image_size=True).image_size == 32
+
+
+@pytest.mark.parametrize("setting", ["pretrained", "timm_model"])
+def test_a_name_timm_does_not_know_is_refused_under_the_setting_that_gave_it(setting):
+    from dataclasses import replace
+
+    from vlm.model.config import pretrained_vision_config
+
+    asked = replace(get_preset("tiny").vision, **{"pretrained": None, setting: "vit_nope"})
+    with pytest.raises(ValueError, match=rf"^vision\.{setting}='vit_nope' is not a timm model"):
+        pretrained_vision_config(asked)
