@@ -3,6 +3,7 @@ local Hub cache (filled by the test: nothing goes to the network)."""
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,16 +118,22 @@ def test_push_to_hub_uploads_the_model_folder_with_its_card(trained, tmp_path, m
             pass
 
         def create_repo(self, repo_id, private=None, exist_ok=False):
-            assert exist_ok
+            uploads.append(("create_repo", repo_id, private, exist_ok))
 
         def upload_folder(self, repo_id, folder_path, commit_message):
-            uploads.append((repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}))
+            uploads.append((repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}, commit_message))
             return type("Commit", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     url = model.push_to_hub("someone/tiny-vlm", tokenizer)
-    ((repo_id, files),) = uploads
-    assert repo_id == "someone/tiny-vlm" and url.endswith("someone/tiny-vlm/commit/0")
+    created, (repo_id, files, message) = uploads
+    assert created == (
+        "create_repo",
+        "someone/tiny-vlm",
+        None,
+        True,
+    )  # the Hub decides privacy unless asked; kept if it exists
+    assert repo_id == "someone/tiny-vlm" and message == "Upload vlm model" and url.endswith("someone/tiny-vlm/commit/0")
     assert sorted(files) == ["README.md", "config.json", "model.safetensors", "vocab.json"]
     assert b'from_pretrained("someone/tiny-vlm")' in files["README.md"]
     with pytest.raises(CheckpointError, match="not a Hugging Face Hub repo id"):
@@ -214,12 +221,36 @@ someone/tiny-vlm` and `vlm-demo --checkpoint someone/tiny-vlm`.
 
 def test_the_model_card_without_a_run_config_or_data_names(trained, tmp_path):
     model, _ = trained
-    assert "config.json was not given" in model_card(model, "m", tmp_path)  # a folder without config.json
+    card = model_card(model, "m", tmp_path)  # a folder without config.json or evaluations
+    assert "\nThe training run's config.json was not given, so its data and recipe are not recorded here.\n" in card
+    assert "\nNo evaluation results were found beside this model (`vlm-evaluate` writes them to eval-*/).\n" in card
     (tmp_path / "config.json").write_text(json.dumps({"train": {"weights": [1.0, 2.0], "seed": 3}}))
     card = model_card(model, "m", tmp_path)
     assert "The run's config.json does not name its data sets; mixture weights [1.0, 2.0].\nRecipe: seed 3.\n" in card
-    (tmp_path / "config.json").write_text(json.dumps({"train": {"data": ["shapes"]}}))
-    assert "Data sets (vlm's catalogue, `vlm/data/catalog.py`): shapes.\n" in model_card(model, "m", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"data": ["shapes", "easy_vqa"]}}))
+    assert "Data sets (vlm's catalogue, `vlm/data/catalog.py`): shapes, easy_vqa.\n" in model_card(model, "m", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model": {}}))  # no train section at all
+    (tmp_path / "metrics.jsonl").write_text('{"train_loss": 2.0}\n')  # no step logged
+    card = model_card(model, "m", tmp_path)
+    assert "\nThe run's config.json does not name its data sets.\nRecipe: .\n" in card
+
+
+def test_the_model_card_of_a_causal_model_with_an_evaluation_that_counts_nothing(trained, tmp_path):
+    model, _ = trained
+    causal = VisionLanguageModel(replace(model.config, prefix_lm=False))
+    (tmp_path / "eval-mine").mkdir()
+    (tmp_path / "eval-mine" / "metrics.json").write_text(json.dumps({"CIDEr": 1.25}))
+    card = model_card(causal, "m", tmp_path)
+    assert f"{causal.config.max_positions} positions\n" in card and "prefix-LM" not in card
+    assert "\n| mine |  | CIDEr | 1.250 |\n" in card
+
+
+def test_a_repo_id_is_an_owner_and_a_name_without_a_parent_folder():
+    from vlm.model.hub import is_repo_id
+
+    assert is_repo_id("someone/tiny-vlm") and is_repo_id("some.one/tiny_vlm-2")
+    for name in ("tiny-vlm", "someone/tiny..vlm", "some..one/tiny-vlm", "./tiny-vlm", "someone/tiny/vlm", "/abs/path"):
+        assert not is_repo_id(name), name
 
 
 def test_push_to_hub_passes_the_token_the_privacy_and_the_runs_figures(trained, tmp_path, monkeypatch):
