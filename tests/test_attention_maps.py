@@ -129,3 +129,12 @@ def test_explicit_attention_without_a_mask_is_causal_as_the_fused_kernel_is(num_
     assert torch.allclose(weights @ v, fused, atol=1e-5)
     assert torch.equal(weights == 0, ~mask.expand_as(weights))  # exactly the masked slots are zero
     assert torch.equal(mask, torch.ones(num_queries, num_keys).tril(num_keys - num_queries).bool())
+
+
+def test_explicit_attention_weights_keep_the_dtype_of_their_queries():
+    # Under bfloat16 autocast the maps multiply bfloat16 values: float32 weights would not mix with them.
+    from vlm.model.decoder import explicit_attention
+
+    q, k = torch.randn(1, 2, 3, 8, dtype=torch.bfloat16), torch.randn(1, 2, 3, 8, dtype=torch.bfloat16)
+    weights = explicit_attention(q, k, None)
+    assert weights.dtype == torch.bfloat16 and torch.allclose(weights.float().sum(-1), torch.ones(1, 2, 3), atol=1e-2)

@@ -41,6 +41,22 @@ def test_weights_that_do_not_fit_the_config_name_the_tensor_and_both_shapes(save
         load_model(directory)
 
 
+def test_a_tensor_the_file_lacks_or_adds_is_named(saved):
+    from safetensors.torch import load_file, save_file
+
+    directory, _, _ = saved
+    weights = load_file(directory / "model.safetensors")
+    save_file({**weights, "decoder.extra.weight": torch.zeros(2)}, directory / "model.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"model.safetensors: tensors not in the model .*: \['decoder.extra.weight'\]$"
+    ):
+        load_model(directory)
+    name = sorted(weights)[-1]
+    save_file({k: v for k, v in weights.items() if k != name}, directory / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"model.safetensors: tensor '{name}' is missing \(the config expects"):
+        load_model(directory)
+
+
 def test_missing_folder_and_files_are_reported(saved, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint folder .*nowhere.* does not exist"):
         load_model(tmp_path / "nowhere")

@@ -103,6 +103,21 @@ def test_a_repo_id_missing_from_the_cache_offline_is_one_line_and_exit_2(tmp_pat
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "error, reason", [(OSError("no route to host\nretried 5 times"), "no route to host"), (OSError(), "OSError")]
+)
+def test_online_a_repo_id_the_hub_cannot_give_names_the_first_line_of_its_error(monkeypatch, error, reason):
+    def refuse(repo_id):
+        raise error
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)  # the network stands in: nothing is sent
+    message = f"'nobody/missing-model' is not a folder, and the Hugging Face Hub could not give it: {reason}"
+    with pytest.raises(CheckpointError) as raised:
+        resolve_model_folder("nobody/missing-model")
+    assert str(raised.value) == message
+
+
 def test_without_huggingface_hub_a_repo_id_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     with pytest.raises(CheckpointError, match=r"pip install -e '\.\[hub\]'"):

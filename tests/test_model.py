@@ -244,6 +244,27 @@ def test_cache_logits_equal_recomputed_logits_over_20_steps(tokenizer):
     assert state.cache.length == config.num_image_tokens + len(prompts[1]) + 20  # one slot per step
 
 
+def test_the_cache_reordered_for_beams_hands_each_row_its_old_rows_keys_and_values():
+    from vlm.model.decoder import KVCache
+
+    cache = KVCache(num_layers=2, max_len=5)
+    keys = torch.arange(2 * 3, dtype=torch.float32).reshape(2, 1, 3, 1)  # rows 0 and 1, three positions each
+    for layer in range(2):
+        cache.update(layer, keys + 10 * layer, -keys)
+    cache.advance(3)
+    cache.select(torch.tensor([1, 1, 0]))  # three beams: two continue old row 1, one old row 0
+    for layer in range(2):
+        new = torch.full((3, 1, 1, 1), 99.0)
+        keys_so_far, values_so_far = cache.update(layer, new, -new)
+        assert torch.equal(keys_so_far[:, :, :3], keys[[1, 1, 0]] + 10 * layer)
+        assert torch.equal(values_so_far, torch.cat([-keys[[1, 1, 0]], -new], dim=2))
+
+
+def test_a_new_cache_holds_the_decoders_positions_unless_told_otherwise(tokenizer):
+    decoder = tiny_model(tokenizer).decoder
+    assert decoder.new_cache().max_len == decoder.config.max_positions and decoder.new_cache(7).max_len == 7
+
+
 def test_left_padded_rows_match_each_row_alone(tokenizer):
     config = small_config(32, 8, 2)
     model = tiny_model(tokenizer, config)

@@ -29,6 +29,16 @@ def test_round_trip_is_exact(tokenizer, text):
     assert tokenizer.decode(ids) == text
 
 
+def test_decode_spells_every_token_from_the_first_and_skips_specials_and_padding_rows(tokenizer):
+    first, last = len(SPECIAL_TOKENS), tokenizer.num_tokens - 1
+    for model_id, bpe_id in ((first, tokenizer.bpe_ids[0]), (last, tokenizer.bpe_ids[-1])):
+        assert tokenizer.token_bytes([model_id]) == tokenizer.encoding.decode_single_token_bytes(bpe_id)
+    spelled = tokenizer.decode([first, last])
+    # Special ids and the rows vocab_size pads up to (never trained, but a sampler could pick one) spell nothing.
+    padding_rows = range(tokenizer.num_tokens, tokenizer.vocab_size)
+    assert tokenizer.decode([tokenizer.bos_id, first, *padding_rows, last, tokenizer.eos_id]) == spelled
+
+
 def test_vocabulary_is_compact(tokenizer):
     # Training words plus the 256 bytes plus specials, padded to a multiple of 64: far below cl100k's 100k.
     assert tokenizer.num_tokens < 300
