@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_overrides_parse_by_field_type():
         ("decoder.depth", "not of the form"),
         ("decoder.nope=3", "no config field 'decoder.nope'"),
         ("nope.depth=3", "no config section 'nope'"),
-        ("decoder.depth=three", "expected a int"),
+        ("decoder.depth=three", "override decoder.depth='three': expected a int"),
         ("projector.reduction=3", "does not divide the patch grid"),
         ("vision.stem_channel_mult=0", "vision.stem_channel_mult must be a positive whole number, got 0"),
         ("vision.mean=0.5,0.5", "expected 3 comma-separated numbers"),
@@ -197,7 +198,7 @@ def test_each_kind_of_field_parses_to_its_type(override, field, expected):
     ],
 )
 def test_a_pretrained_encoder_is_described_by_timms_model_and_pretrained_config(name, expected):
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from vlm.model.config import pretrained_vision_config
 
@@ -209,10 +210,26 @@ def test_a_pretrained_encoder_is_described_by_timms_model_and_pretrained_config(
 
 @pytest.mark.parametrize("setting", ["pretrained", "timm_model"])
 def test_a_name_timm_does_not_know_is_refused_under_the_setting_that_gave_it(setting):
-    from dataclasses import replace
-
     from vlm.model.config import pretrained_vision_config
 
     asked = replace(get_preset("tiny").vision, **{"pretrained": None, setting: "vit_nope"})
     with pytest.raises(ValueError, match=rf"^vision\.{setting}='vit_nope' is not a timm model"):
         pretrained_vision_config(asked)
+
+
+def test_a_value_may_hold_an_equals_sign():
+    config = apply_overrides(get_preset("tiny"), ["vision.weights_file=/data/run=3/vit.safetensors"])
+    assert config.vision.weights_file == "/data/run=3/vit.safetensors"
+
+
+def test_later_overrides_of_a_pretrained_encoders_config_keep_its_image_size():
+    # A fine-tune from a model with a pretrained encoder at 32 px: its config names the encoder; --set of another
+    # field must not describe the encoder afresh at timm's 224 px.
+    named = apply_overrides(
+        get_preset("tiny"), ["vision.pretrained=vit_xsmall_patch16_clip_224", "vision.image_size=32"]
+    )
+    assert named.vision.image_size == 32
+    frozen = apply_overrides(named, ["vision.freeze=true"])
+    assert (
+        frozen.vision.image_size == 32 and frozen.vision.freeze and frozen.vision == replace(named.vision, freeze=True)
+    )
