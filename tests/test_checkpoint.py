@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from helpers import text_batch, tiny_model, tiny_tokenizer
+from safetensors import safe_open
 
 from vlm.model.checkpoint import CheckpointError, load_model, save_model
 from vlm.model.config import get_preset
@@ -19,6 +20,8 @@ def saved(tmp_path):
 def test_save_then_load_gives_identical_logits(saved):
     directory, model, tokenizer = saved
     assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    with safe_open(directory / "model.safetensors", "pt") as weights:  # what transformers' loaders look for
+        assert weights.metadata() == {"format": "pt"}
     loaded, loaded_tokenizer = load_model(directory)
     batch = text_batch(tokenizer, model.config, [(None, "a red circle"), ("what color?", "red")])
     with torch.no_grad():
