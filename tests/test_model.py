@@ -139,6 +139,22 @@ def test_row_counts_round_up_by_at_most_a_sixteenth_to_few_shapes():
     assert len({rounded_row_count(n) for n in range(1834, 2076)}) <= (2076 - 1834) // 64 + 2
 
 
+def test_token_rows_are_the_real_tokens_then_copies_of_the_first_up_to_the_rounded_count():
+    from vlm.model.decoder import TokenRows
+
+    valid = torch.zeros(3, 20, dtype=torch.bool)
+    valid[0, :9], valid[2, 4:] = True, True  # 9 + 16 = 25 real tokens, rounded to 32 rows
+    token_rows = TokenRows(valid)
+    grid = torch.arange(60.0).reshape(3, 20, 1)
+    real = grid[valid]
+    rows = token_rows.to_rows(grid)
+    assert torch.equal(rows, torch.cat([real, real[:1].expand(7, 1)]))
+    assert torch.equal(token_rows.to_grid(rows), grid * valid[..., None])
+    asked = torch.zeros_like(valid)
+    asked[2, 10:13] = True  # 3 rows of the second real row, rounded to 8
+    assert token_rows.rows_of(asked).tolist() == [15, 16, 17, 0, 0, 0, 0, 0]
+
+
 @pytest.mark.parametrize("prefix_lm", [False, True])
 def test_training_pass_over_real_tokens_gives_the_padded_pass_loss_and_gradients(tokenizer, prefix_lm):
     # The loss runs the decoder on real tokens only (`Decoder.forward_rows`); `logits` runs it on every slot.
@@ -186,6 +202,25 @@ def test_per_sample_loss_is_the_mean_of_each_samples_mean(tokenizer):
     ]
     torch.testing.assert_close(model(**batch, per_sample=True), torch.stack(per_row).mean())
     assert not torch.allclose(model(**batch, per_sample=True), model(**batch))
+
+
+def test_per_sample_loss_averages_over_the_samples_that_have_targets(tokenizer):
+    # A sample cut before its answer has nothing to predict and does not count; one with a single target does.
+    config = small_config(32, 8, 2)
+    model = tiny_model(tokenizer, config)
+    batch = text_batch(tokenizer, config, PAIRS)
+    batch["target_mask"][0] = False
+    single = batch["target_mask"][1].nonzero()[0].item()
+    batch["target_mask"][1] = False
+    batch["target_mask"][1, single] = True
+    logits = model.logits(batch["images"], batch["input_ids"], batch["attention_mask"])
+    predicted = batch["target_mask"][:, 1:]
+    assert predicted.sum(1).tolist()[:2] == [0, 1]
+    per_row = [
+        torch.nn.functional.cross_entropy(logits[row, :-1][predicted[row]], batch["input_ids"][row, 1:][predicted[row]])
+        for row in (1, 2)
+    ]
+    torch.testing.assert_close(model(**batch, per_sample=True), torch.stack(per_row).mean())
 
 
 @pytest.mark.parametrize("prefix_lm", [False, True])
