@@ -99,3 +99,10 @@ def test_extend_keeps_every_id_and_appends_the_new_tokens_in_order():
     for text in new_texts:  # every new text now in whole tokens: a round trip, with fewer ids than bytes
         assert extended.decode(extended.encode(text)) == text and len(extended.encode(text)) < len(text)
     assert base.extend(["a red circle"]).bpe_ids == base.bpe_ids  # nothing new, nothing added
+
+
+def test_ids_outside_the_encoding_are_refused():
+    n_vocab = Tokenizer.build(TRAINING_TEXT).encoding.n_vocab
+    for bpe_id in (-1, n_vocab):
+        with pytest.raises(ValueError):
+            Tokenizer([bpe_id], DEFAULT_ENCODING)

@@ -58,6 +58,14 @@ def test_a_weights_file_with_the_conv_stem_is_refused_before_anything_is_loaded(
         VisionEncoder(VisionConfig(stem="conv", weights_file=str(weights)))
 
 
+def test_an_encoder_built_for_weights_from_elsewhere_never_reads_its_weights_file(tmp_path):
+    # A saved model or a resumed run holds the weights: the file named when it was made may be gone.
+    config = VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, weights_file=str(tmp_path / "gone"))
+    assert VisionEncoder(config, load_weights=False)(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 32)
+    with pytest.raises(FileNotFoundError, match="gone"):
+        VisionEncoder(config)
+
+
 # Pretrained encoders: timm's architectures with random weights, saved as a user would save downloaded ones.
 
 
