@@ -80,11 +80,31 @@ def test_projector_is_a_non_linear_map_to_the_decoder_width(hidden_mult):
 
     torch.manual_seed(0)
     projector = Projector(ProjectorConfig(reduction=1, hidden_mult=hidden_mult), vision_width=8, decoder_width=16)
+    assert projector.mlp[0].out_features == round(16 * hidden_mult)  # the hidden layer: hidden_mult decoder widths
     a, b = torch.randn(2, 1, 4, 8).unbind(0)  # (1, 4, 8) each: a 2x2 grid of patches
     assert projector(a).shape == (1, 4, 16)
     # An affine map would give f(a) + f(b) - f(0) = f(a + b); the GELU between the layers must not.
     affine_guess = projector(a) + projector(b) - projector(torch.zeros_like(a))
     assert not torch.allclose(affine_guess, projector(a + b), atol=1e-3)
+
+
+def test_the_decoder_has_its_configs_sizes_and_gpt2s_init():
+    # Every weight N(0, 0.02) and every bias 0, except the projections that write into the residual stream:
+    # N(0, 0.02 / sqrt(2 * depth)), so that its variance does not grow with the depth.
+    from vlm.model.decoder import Decoder
+
+    torch.manual_seed(0)
+    config = DecoderConfig(width=256, depth=4, heads=4, mlp_ratio=2.0, vocab_size=512, max_positions=64)
+    decoder = Decoder(config)
+    assert len(decoder.blocks) == 4 and decoder.blocks[0].mlp.up.out_features == 512
+    for name, parameter in decoder.named_parameters():
+        if name.endswith("bias") and "norm" not in name:
+            assert not parameter.any(), name
+        elif name.endswith(("attention.out.weight", "mlp.down.weight")):
+            assert parameter.std().item() == pytest.approx(0.02 / 8**0.5, rel=0.05), name
+        elif "norm" not in name:
+            assert parameter.std().item() == pytest.approx(0.02, rel=0.05), name
+            assert abs(parameter.mean().item()) < 0.002, name
 
 
 def test_pixel_shuffle_groups_neighbouring_patches():

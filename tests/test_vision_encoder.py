@@ -34,6 +34,21 @@ def test_conv_stem_initialises_each_3x3_convolution_for_the_activation_after_it_
     assert [c.kernel_size for c in convolutions] == [(3, 3)] * 3 + [(1, 1)]
 
 
+@pytest.mark.parametrize("stem, class_token", [("patch", True), ("conv", False)])
+def test_an_encoder_from_sizes_has_the_configs_depth_widths_class_token_and_stem(stem, class_token):
+    config = VisionConfig(image_size=32, patch_size=8, width=32, depth=3, heads=2, mlp_ratio=2.0)
+    config.stem, config.class_token, config.stem_channel_mult = stem, class_token, 2
+    vit = VisionEncoder(config).vit
+    assert len(vit.blocks) == 3 and vit.blocks[0].attn.num_heads == 2 and vit.blocks[0].mlp.fc1.out_features == 64
+    assert (vit.cls_token is not None) == class_token and vit.num_prefix_tokens == int(class_token)
+    stem_layers = vit.patch_embed.proj
+    if stem == "conv":
+        expected = [(m.out_channels, m.kernel_size) for m in conv_stem(8, 32, 2) if isinstance(m, torch.nn.Conv2d)]
+        assert [(m.out_channels, m.kernel_size) for m in stem_layers if isinstance(m, torch.nn.Conv2d)] == expected
+    else:
+        assert (stem_layers.out_channels, stem_layers.kernel_size, stem_layers.stride) == (32, (8, 8), (8, 8))
+
+
 def test_conv_stem_refuses_a_patch_size_that_is_not_a_power_of_two():
     with pytest.raises(ValueError, match="power-of-two"):
         conv_stem(6, 32)
@@ -141,12 +156,13 @@ def test_a_model_with_a_pretrained_encoder_saves_and_reloads_its_normalization_w
     from vlm.model.vision_language_model import VisionLanguageModel
 
     name = "vit_xsmall_patch16_clip_224.tinyclip_yfcc15m"
-    save_timm_weights(name, tmp_path / "clip.safetensors")
+    weights = save_timm_weights(name, tmp_path / "clip.safetensors")
     overrides = [f"vision.pretrained={name}", f"vision.weights_file={tmp_path / 'clip.safetensors'}"]
     config = apply_overrides(get_preset("tiny"), [*overrides, "vision.image_size=32"])
     tokenizer = tiny_tokenizer()
     config.decoder.vocab_size = tokenizer.vocab_size
-    model = VisionLanguageModel(config)
+    model = VisionLanguageModel(config)  # a new model reads the encoder's weights file unless told not to
+    assert torch.equal(model.vision_encoder.vit.blocks[0].attn.qkv.weight, weights["blocks.0.attn.qkv.weight"])
     assert model.projector.mlp[0].in_features == 4 * 256  # the projector takes the encoder's width, 2 x 2 merged
     save_model(tmp_path / "model", model, tokenizer)
     (tmp_path / "clip.safetensors").unlink()  # the saved model needs neither the file nor the hub
