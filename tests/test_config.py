@@ -117,6 +117,10 @@ def test_overrides_parse_by_field_type():
         ("decoder.max_positions=many", "expected a int"),
         ("vision.mean=0.1,0.2,0.3,0.4", "expected 3 comma-separated numbers"),
         ("vision.std=a,b,c", "expected 3 comma-separated numbers"),
+        ("vision.heads=3", "vision.width=32 is not divisible by vision.heads=3"),
+        ("decoder.heads=3", "decoder.width=32 is not divisible by decoder.heads=3"),
+        ("decoder.max_positions=11", "decoder.max_positions=11 leaves 7 text positions after 4 image tokens"),
+        ("decoder.max_text_len=7", "decoder.max_text_len must be at least 8, got 7"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):
@@ -147,6 +151,9 @@ def test_unknown_fields_and_bad_json_are_reported(tmp_path):
         ("decoder.max_positions=80", ("decoder", "max_positions"), 80),  # None now: parsed as its int
         ("vision.weights_file=NULL", ("vision", "weights_file"), None),
         ("projector.mode= avg_pool", ("projector", "mode"), "avg_pool"),
+        ("vision.interpolation=nearest", ("vision", "interpolation"), "nearest"),
+        ("decoder.max_positions=12", ("decoder", "max_positions"), 12),  # 8 text positions after 4 image tokens
+        ("decoder.max_text_len=8", ("decoder", "max_text_len"), 8),
     ],
 )
 def test_each_kind_of_field_parses_to_its_type(override, field, expected):
@@ -233,3 +240,8 @@ def test_later_overrides_of_a_pretrained_encoders_config_keep_its_image_size():
     assert (
         frozen.vision.image_size == 32 and frozen.vision.freeze and frozen.vision == replace(named.vision, freeze=True)
     )
+
+
+def test_a_config_with_a_field_this_version_does_not_know_is_refused():
+    with pytest.raises(ValueError, match=r"unknown config field\(s\): \['nope'\]"):
+        VLMConfig.from_dict({**get_preset("tiny").to_dict(), "nope": 1})

@@ -107,6 +107,25 @@ def test_the_decoder_has_its_configs_sizes_and_gpt2s_init():
             assert abs(parameter.mean().item()) < 0.002, name
 
 
+def test_attention_dropout_applies_in_training_only():
+    from vlm.model.decoder import SelfAttention
+
+    torch.manual_seed(0)
+    attention, x = SelfAttention(width=32, heads=2, dropout=0.5), torch.randn(2, 6, 32)
+    assert not torch.equal(attention(x, None), attention(x, None))  # two draws of the dropout mask
+    attention.eval()
+    assert torch.equal(attention(x, None), attention(x, None))
+
+
+def test_the_last_position_the_decoder_has_is_allowed_and_the_next_one_refused(tokenizer):
+    decoder = tiny_model(tokenizer).decoder
+    limit = decoder.config.max_positions
+    embeddings, positions = torch.zeros(1, limit + 1, decoder.config.width), torch.arange(limit + 1)[None]
+    assert decoder.forward_features(embeddings[:, :limit], positions[:, :limit]).shape[1] == limit
+    with pytest.raises(ValueError, match=f"sequence needs position {limit}, but decoder.max_positions is {limit}"):
+        decoder.forward_features(embeddings, positions)
+
+
 def test_pixel_shuffle_groups_neighbouring_patches():
     # A 4x4 grid of patches numbered 0..15, one feature each: factor 2 gathers each 2x2 block into one token.
     patches = torch.arange(16.0).view(1, 16, 1)
