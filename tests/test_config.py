@@ -202,6 +202,17 @@ def test_each_kind_of_field_parses_to_its_type(override, field, expected):
                 interpolation="bicubic",
             ),
         ),
+        (  # parallel blocks: attention and MLP in one projection, so the MLP ratio asked for is kept
+            "vit_dpwee_patch16_reg1_gap_256.sbb_in1k",
+            dict(
+                pretrained="vit_dpwee_patch16_reg1_gap_256.sbb_in1k",
+                timm_model="vit_dpwee_patch16_reg1_gap_256",
+                width=256,
+                heads=4,
+                mlp_ratio=3.0,
+                class_token=False,
+            ),
+        ),
     ],
 )
 def test_a_pretrained_encoder_is_described_by_timms_model_and_pretrained_config(name, expected):
@@ -209,7 +220,7 @@ def test_a_pretrained_encoder_is_described_by_timms_model_and_pretrained_config(
 
     from vlm.model.config import pretrained_vision_config
 
-    asked = replace(get_preset("tiny").vision, pretrained=name, image_size=32)
+    asked = replace(get_preset("tiny").vision, pretrained=name, image_size=32, mlp_ratio=3.0)
     described = asdict(pretrained_vision_config(asked))
     assert {key: described[key] for key in expected} == expected and described["stem"] == "patch"
     assert pretrained_vision_config(asked, keep_image_size=True).image_size == 32

@@ -310,7 +310,11 @@ def pretrained_vision_config(vision: VisionConfig, keep_image_size: bool = False
     if not isinstance(vit, VisionTransformer):
         raise ValueError(f"{setting}={name!r} is a {type(vit).__name__}, not a timm VisionTransformer")
     cfg = vit.pretrained_cfg
-    hidden = getattr(getattr(vit.blocks[0], "mlp", None), "fc1", None)  # informational: timm builds the blocks
+    # Informational (timm builds the blocks): a parallel block (timm's ParallelScalingBlock) holds its heads itself
+    # and has no separate MLP.
+    block = vit.blocks[0]
+    hidden = getattr(getattr(block, "mlp", None), "fc1", None)
+    heads = getattr(getattr(block, "attn", block), "num_heads", vision.heads)
     patch_height, patch_width = vit.patch_embed.patch_size
     assert patch_height == patch_width, vit.patch_embed.patch_size
     return dataclasses.replace(
@@ -321,7 +325,7 @@ def pretrained_vision_config(vision: VisionConfig, keep_image_size: bool = False
         patch_size=patch_width,
         width=vit.embed_dim,
         depth=len(vit.blocks),
-        heads=vit.blocks[0].attn.num_heads,
+        heads=heads,
         mlp_ratio=hidden.out_features / vit.embed_dim if hidden is not None else vision.mlp_ratio,
         class_token=vit.cls_token is not None,
         stem="patch",
