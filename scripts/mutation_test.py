@@ -7,6 +7,7 @@ prints per module the share of mutants the fast tests kill, and the survivors. C
     python scripts/mutation_test.py --report                        # the table and survivors of what has run so far
     python scripts/mutation_test.py --survivors vlm/model/decoder.py  # after adding tests: rerun what survived
     mutmut show <mutant name>                                       # the diff of one survivor
+    python scripts/mutation_test.py --check <mutant name> tests/test_model.py   # does a new test kill it?
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -90,6 +93,23 @@ def report(modules: list[str]) -> None:
         print(" ", name)
 
 
+def check_mutant(name: str, tests: list[str]) -> int:
+    """Run the working tree's `tests` against mutmut's copy of vlm/ with one mutant switched on, as mutmut runs it,
+    without touching its cached results: a test written for a survivor should fail here (exit 1) and pass on the
+    code."""
+    if not (ROOT / "mutants" / "vlm").is_dir():
+        sys.exit("no mutants/: run the mutation test of the module first")
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(ROOT / "mutants" / "vlm", Path(scratch) / "vlm")
+        shutil.copytree(ROOT / "tests", Path(scratch) / "tests")
+        shutil.copy(ROOT / "pyproject.toml", scratch)
+        env = dict(os.environ, MUTANT_UNDER_TEST=name, PYTHONPATH=scratch, OMP_NUM_THREADS="1")
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+        code = subprocess.call(command, cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"{name}: {'killed' if code == 1 else 'survived' if code == 0 else f'pytest exit {code}'}")
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -100,7 +120,14 @@ def main() -> None:
         "--survivors", action="store_true", help="rerun only the mutants earlier runs did not kill (after adding tests)"
     )
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--check", metavar="MUTANT", help="run the tests named (the positional arguments) against this mutant alone"
+    )
     args = parser.parse_args()
+    if args.check:
+        if not args.modules:
+            parser.error("--check needs the tests to run, e.g. tests/test_model.py")
+        sys.exit(0 if check_mutant(args.check, args.modules) == 1 else 1)
     everything = configured_modules()
     modules = [m for m in everything if not args.modules or any(fnmatch.fnmatch(m, p) for p in args.modules)]
     if not modules:
