@@ -7,7 +7,7 @@ prints per module the share of mutants the fast tests kill, and the survivors. C
     python scripts/mutation_test.py --report                        # the table and survivors of what has run so far
     python scripts/mutation_test.py --survivors vlm/model/decoder.py  # after adding tests: rerun what survived
     mutmut show <mutant name>                                       # the diff of one survivor
-    python scripts/mutation_test.py --check <mutant name> tests/test_model.py   # does a new test kill it?
+    python scripts/mutation_test.py --check <mutant name> tests/test_model.py -k cache   # does a new test kill it?
 """
 
 from __future__ import annotations
@@ -123,11 +123,13 @@ def main() -> None:
     parser.add_argument(
         "--check", metavar="MUTANT", help="run the tests named (the positional arguments) against this mutant alone"
     )
-    args = parser.parse_args()
+    args, pytest_args = parser.parse_known_args()  # with --check, the rest goes to pytest (-k ..., say)
     if args.check:
         if not args.modules:
             parser.error("--check needs the tests to run, e.g. tests/test_model.py")
-        sys.exit(0 if check_mutant(args.check, args.modules) == 1 else 1)
+        sys.exit(0 if check_mutant(args.check, args.modules + pytest_args) == 1 else 1)
+    if pytest_args:
+        parser.error(f"unrecognized arguments: {' '.join(pytest_args)}")
     everything = configured_modules()
     modules = [m for m in everything if not args.modules or any(fnmatch.fnmatch(m, p) for p in args.modules)]
     if not modules:

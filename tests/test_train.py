@@ -378,6 +378,25 @@ def test_a_new_run_starts_from_the_encoder_weights_file(tmp_path):
     trained, _ = load_model(tmp_path / "run" / "model")
     for name, tensor in weights.items():
         assert torch.equal(trained.vision_encoder.vit.state_dict()[name], tensor), name
+    # A resumed run takes its encoder from the checkpoint: the file may be gone by then.
+    (tmp_path / "vit.safetensors").unlink()
+    state = train(
+        model_config, quick_config(tmp_path, max_steps=2, eval_every=1, freeze="encoder"), colour_data(), resume=True
+    )
+    assert state.step == 2
+
+
+def test_initial_weights_that_do_not_fit_the_model_are_refused_as_the_init_from_models(tmp_path):
+    from dataclasses import replace
+
+    from vlm.model.checkpoint import CheckpointError
+
+    data = colour_data()
+    data.tokenizer = tiny_tokenizer()
+    weights = tiny_model(data.tokenizer).state_dict()
+    weights["decoder.final_norm.weight"] = torch.ones(3)
+    with pytest.raises(CheckpointError, match=r"^the --init-from model: tensor 'decoder.final_norm.weight' has shape"):
+        train(get_preset("tiny"), quick_config(tmp_path, max_steps=1), replace(data, initial_weights=weights))
 
 
 def test_a_save_that_crashes_between_its_renames_leaves_the_previous_checkpoint_for_resume(tmp_path, monkeypatch):
