@@ -103,9 +103,16 @@ def check_mutant(name: str, tests: list[str]) -> int:
         shutil.copytree(ROOT / "mutants" / "vlm", Path(scratch) / "vlm")
         shutil.copytree(ROOT / "tests", Path(scratch) / "tests")
         shutil.copy(ROOT / "pyproject.toml", scratch)
-        env = dict(os.environ, MUTANT_UNDER_TEST=name, PYTHONPATH=scratch, OMP_NUM_THREADS="1")
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-        code = subprocess.call(command, cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def run(mutant: str) -> int:
+            env = dict(os.environ, MUTANT_UNDER_TEST=mutant, PYTHONPATH=scratch, OMP_NUM_THREADS="1")
+            return subprocess.call(command, cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        if run("") != 0:  # no mutant switched on: the code itself must pass, or a failure proves nothing
+            print(f"{name}: the tests fail on the code itself")
+            return 2
+        code = run(name)
     print(f"{name}: {'killed' if code == 1 else 'survived' if code == 0 else f'pytest exit {code}'}")
     return code
 
