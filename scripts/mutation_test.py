@@ -94,9 +94,9 @@ def report(modules: list[str]) -> None:
 
 
 def check_mutant(name: str, tests: list[str]) -> int:
-    """Run the working tree's `tests` against mutmut's copy of vlm/ with one mutant switched on, as mutmut runs it,
-    without touching its cached results: a test written for a survivor should fail here (exit 1) and pass on the
-    code."""
+    """Run the working tree's `tests` on mutmut's copy of vlm/, first with no mutant (they must pass: exit 2 if not),
+    then with mutant `name` switched on, as mutmut runs it, its cached results untouched. A test written for a
+    survivor kills it: exit 1."""
     if not (ROOT / "mutants" / "vlm").is_dir():
         sys.exit("no mutants/: run the mutation test of the module first")
     with tempfile.TemporaryDirectory() as scratch:

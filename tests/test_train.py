@@ -391,12 +391,12 @@ def test_initial_weights_that_do_not_fit_the_model_are_refused_as_the_init_from_
 
     from vlm.model.checkpoint import CheckpointError
 
-    data = colour_data()
-    data.tokenizer = tiny_tokenizer()
-    weights = tiny_model(data.tokenizer).state_dict()
+    tokenizer = tiny_tokenizer()
+    weights = tiny_model(tokenizer).state_dict()
     weights["decoder.final_norm.weight"] = torch.ones(3)
+    data = replace(colour_data(), tokenizer=tokenizer, initial_weights=weights)
     with pytest.raises(CheckpointError, match=r"^the --init-from model: tensor 'decoder.final_norm.weight' has shape"):
-        train(get_preset("tiny"), quick_config(tmp_path, max_steps=1), replace(data, initial_weights=weights))
+        train(get_preset("tiny"), quick_config(tmp_path, max_steps=1), data)
 
 
 def test_a_save_that_crashes_between_its_renames_leaves_the_previous_checkpoint_for_resume(tmp_path, monkeypatch):
