@@ -439,6 +439,21 @@ def test_an_image_size_set_alone_trains_a_step(tmp_path):
     assert positions == 196 + get_preset("tiny").max_text_len
 
 
+def test_a_bfloat16_run_trains_and_validates_under_autocast(tmp_path):
+    dtypes = set()
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: dtypes.add(out.dtype) if isinstance(module, torch.nn.Linear) else None
+    )
+    try:
+        state = train(
+            get_preset("tiny"), quick_config(tmp_path, max_steps=2, eval_every=2, dtype="bfloat16"), colour_data()
+        )
+    finally:
+        hook.remove()
+    assert state.step == 2
+    assert dtypes == {torch.bfloat16}  # every matrix product of the steps and the validation ran in bfloat16
+
+
 def test_clearing_an_unfinished_run_removes_its_outputs_and_nothing_else(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
