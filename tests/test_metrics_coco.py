@@ -126,16 +126,23 @@ def test_java_and_the_toolkit_are_found_where_they_are_and_not_where_they_are_no
     assert not coco_caption.toolkit_installed()
 
 
-def test_spice_says_what_it_lacks(monkeypatch):
+def test_spice_says_what_it_lacks(monkeypatch, tmp_path):
+    import pycocoevalcap.spice.spice as spice_module
+
     monkeypatch.setattr(coco_caption, "java_available", lambda: False)
     assert "java" in coco_caption.spice_problem()
     monkeypatch.setattr(coco_caption, "java_available", lambda: True)
     monkeypatch.setattr(coco_caption, "toolkit_installed", lambda: False)
     assert "pycocoevalcap" in coco_caption.spice_problem()
-    # With both, only its Stanford CoreNLP jars may be missing (the toolkit downloads them; nothing here does).
+    # With both, only its Stanford CoreNLP jars may be missing (the toolkit downloads them; nothing here does): a
+    # toolkit laid out in tmp_path, without the jars and then with them.
     monkeypatch.setattr(coco_caption, "toolkit_installed", lambda: True)
+    monkeypatch.setattr(spice_module, "__file__", str(tmp_path / "spice.py"))
     problem = coco_caption.spice_problem()
-    assert problem is None or "CoreNLP" in problem
+    assert "CoreNLP" in problem and str(tmp_path / "lib") in problem
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "stanford-corenlp-3.6.0-models.jar").touch()
+    assert coco_caption.spice_problem() is None
 
 
 class WordCountScorer:

@@ -6,6 +6,8 @@ import pytest
 
 from vlm.data.shapes import Scene, ShapeObject, annotated_scene
 from vlm.evaluation.metrics.shapes_accuracy import (
+    ENGLISH,
+    FRENCH,
     Mention,
     names_every_object,
     parse_mentions,
@@ -124,6 +126,15 @@ def test_shapes_caption_accuracy_is_the_share_of_correct_images():
     other = make_scene(("green", "cross", "big", 0.5))
     captions = ["two red circles and a blue square", "a green cross", "a red cross", "a green cross"]
     assert shapes_caption_accuracy(captions, [SCENE, other, other, SCENE_JSON]) == pytest.approx(0.5)
+
+
+def test_shapes_caption_accuracy_reads_the_captions_in_the_language_given():
+    other = make_scene(("green", "cross", "big", 0.5))
+    captions = ["deux cercles rouges et un grand carré bleu", "une croix verte", "une croix rouge"]
+    assert shapes_caption_accuracy(captions, [SCENE, other, other], FRENCH) == pytest.approx(2 / 3)
+    assert shapes_caption_accuracy(captions, [SCENE, other, other], ENGLISH) == 0.0
+    # "des cercles rouges" has no count: the caption cannot be checked, though its counted objects are the scene's
+    assert not names_every_object("deux cercles rouges, un carré bleu et des cercles rouges", SCENE, FRENCH)
 
 
 def test_shapes_caption_accuracy_needs_one_caption_per_scene():
