@@ -7,7 +7,7 @@ from PIL import Image
 
 from vlm.cli import evaluate as evaluate_cli
 from vlm.data.sample import Sample
-from vlm.data.shapes import ShapesDataset
+from vlm.data.shapes import Scene, ShapeObject, ShapesDataset
 from vlm.evaluation import evaluate as evaluate_module
 from vlm.evaluation.evaluate import (
     CAPTION_TOKENS,
@@ -141,6 +141,30 @@ def test_shapes_captions_report_objects_named_correctly(predictor, tmp_path):
     assert 0.0 <= metrics["objects_named_correctly"] <= 1.0
     rows = json.loads((tmp_path / "per_image.json").read_text())
     assert len(rows) == 3 and all(isinstance(r["objects_correct"], bool) for r in rows)
+
+
+def test_a_caption_folders_language_is_the_one_its_objects_are_read_in(coco_like):
+    scene = Scene((ShapeObject("red", "circle", "small", 0.3, 0.5),), (240, 240, 240)).to_json()
+
+    def items(language: str) -> list[Sample]:
+        return [
+            Sample(
+                s.image,
+                "un cercle rouge",
+                references=["un cercle rouge"],
+                image_id=s.image_id,
+                meta={"scene": scene, "language": language},
+            )
+            for s in coco_like[:2]
+        ]
+
+    captions = ["un petit cercle rouge", "un cercle bleu"]
+    metrics, rows = score_captions(items("fr"), captions, toolkit=False)
+    assert metrics["objects_named_correctly"] == 0.5 and [r["objects_correct"] for r in rows] == [True, False]
+    metrics, rows = score_captions(items("en"), captions, toolkit=False)  # French is not read as English
+    assert metrics["objects_named_correctly"] == 0.0 and [r["objects_correct"] for r in rows] == [False, False]
+    metrics, rows = score_captions(items("de"), captions, toolkit=False)  # a language with no words to read it
+    assert "objects_named_correctly" not in metrics and "objects_correct" not in rows[0]
 
 
 def test_questions_write_vqa_results_and_breakdowns(predictor, tmp_path):
