@@ -340,6 +340,15 @@ def test_bfloat16_autocast_generates_and_no_prompts_give_no_outputs(setup):
         hook.remove()
     assert [len(row) for row in outputs] == [4] * len(prompts)
     assert set(dtypes) == {torch.bfloat16}  # the decoder's matrix products ran in bfloat16
+    dtypes.clear()
+    hook = linear.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    try:
+        streamed = list(
+            stream(model, images[:1], prompts[0], tokenizer.eos_id, tokenizer.pad_id, config, torch.bfloat16)
+        )
+    finally:
+        hook.remove()
+    assert streamed == outputs[0] and set(dtypes) == {torch.bfloat16}  # streaming too
     assert generate(model, images, [], tokenizer.eos_id, tokenizer.pad_id, config) == []
 
 
