@@ -1,9 +1,11 @@
 """Mutation testing of the model, generation, training loop, metrics and evaluation with mutmut (not part of the
-default test run: it takes hours on a laptop). Runs the mutants of the modules named (all of them by default), then
-prints per module the share of mutants the fast tests kill, and the survivors. Config: [tool.mutmut] in pyproject.toml.
+default test run: it takes hours on a laptop). Runs the mutants of the modules named (all of them by default) that
+have no result yet, then prints per module the share of mutants the fast tests kill, and the survivors. Config:
+[tool.mutmut] in pyproject.toml.
 
     python scripts/mutation_test.py                                 # every module, then the table
     python scripts/mutation_test.py vlm/inference/generate.py       # one module (globs work: 'vlm/model/*')
+    python scripts/mutation_test.py --rerun vlm/inference/generate.py  # again, the mutants with results too
     python scripts/mutation_test.py --report                        # the table and survivors of what has run so far
     python scripts/mutation_test.py --survivors vlm/model/decoder.py  # after adding tests: rerun what survived
     mutmut show <mutant name>                                       # the diff of one survivor
@@ -61,6 +63,21 @@ def run_mutmut(names: list[str], max_children: int) -> int:
 def results(module: str) -> dict[str, int | None]:
     meta = ROOT / "mutants" / (module + ".meta")
     return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def mutants_without_results(modules: list[str], root: Path = ROOT) -> list[str]:
+    """What to name to mutmut, which reruns every mutant it is named, results or not: the mutants still without a
+    result, so that a sitting stopped by the clock goes on where it stopped; a module never run, or edited since its
+    mutants were made, whole (mutmut then makes them afresh)."""
+    names = []
+    for module in modules:
+        meta = root / "mutants" / (module + ".meta")
+        if meta.exists() and meta.stat().st_mtime >= (root / module).stat().st_mtime:
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            names += [name for name, code in codes.items() if code is None]
+        else:
+            names.append(mutant_glob(module))
+    return names
 
 
 def report(modules: list[str]) -> None:
@@ -126,6 +143,7 @@ def main() -> None:
     parser.add_argument(
         "--survivors", action="store_true", help="rerun only the mutants earlier runs did not kill (after adding tests)"
     )
+    parser.add_argument("--rerun", action="store_true", help="run every mutant again, those with results too")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument(
         "--check", metavar="MUTANT", help="run the tests named (the positional arguments) against this mutant alone"
@@ -147,8 +165,12 @@ def main() -> None:
         ]
         if names:
             run_mutmut(names, args.max_children)
-    elif not args.report:
+    elif args.rerun:
         run_mutmut([mutant_glob(m) for m in modules], args.max_children)
+    elif not args.report:
+        names = mutants_without_results(modules)
+        if names:
+            run_mutmut(names, args.max_children)
     report(modules)
 
 
