@@ -1,7 +1,7 @@
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import vlm.training.loop as train_module
 from vlm.data.catalog import texts_of
 from vlm.data.mixture import TokenizedDataset
+from vlm.data.packing import group_by_image
 from vlm.data.transforms import build_transform
 from vlm.model.checkpoint import load_model
 from vlm.model.config import get_preset
@@ -120,6 +121,36 @@ def test_packed_training_loss_falls(tmp_path):
     train(get_preset("tiny"), config, data)
     curve = losses(tmp_path / "run")
     assert len(curve) == 40 and sum(curve[-5:]) / 5 < 0.5 * sum(curve[:5]) / 5
+
+
+def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_asked_for(tmp_path, monkeypatch):
+    calls = []
+
+    def recording(parts, weights, sources=None):
+        calls.append((weights, sources))
+        return group_by_image(parts, weights, sources)
+
+    monkeypatch.setattr(train_module, "group_by_image", recording)
+    data = colour_data()
+    data.train_parts = [ColourSamples(16, seed=0, both_tasks=True), ColourSamples(16, seed=2, both_tasks=True)]
+    config = quick_config(tmp_path, max_steps=1, eval_every=1, packed_text_len=32, packed_sources="colours")
+    train(get_preset("tiny"), replace(config, weights=[3.0, 1.0]), data)
+    assert calls == [([3.0, 1.0], ["colours"])]
+
+
+def test_the_training_set_is_transformed_with_augmentation_unless_it_is_off(tmp_path, monkeypatch):
+    transforms = []
+    tokenized = train_module.TokenizedDataset
+
+    def recording(samples, tokenizer, transform, *args, **kwargs):
+        transforms.append(transform)
+        return tokenized(samples, tokenizer, transform, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "TokenizedDataset", recording)
+    for augment in (True, False):
+        data, transforms[:] = colour_data(), []
+        train(get_preset("tiny"), quick_config(tmp_path / str(augment), max_steps=1, augment=augment), data)
+        assert transforms == [data.train_transform if augment else data.eval_transform, data.eval_transform]
 
 
 def with_dropout(rate: float):
