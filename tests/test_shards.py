@@ -214,6 +214,26 @@ def test_training_on_shards_killed_after_a_checkpoint_resumes_with_the_same_loss
     torch.testing.assert_close(torch.tensor(losses(tmp_path / "b" / "run")), torch.tensor(uninterrupted))
 
 
+def test_a_shard_stream_trains_alone_and_unpacked(shards, tmp_path):
+    from test_train import quick_config
+
+    from vlm.model.config import get_preset
+    from vlm.training.loop import TrainingData, train
+
+    folder, samples = shards
+    stream = ShardStream(folder)
+    for index, (parts, packed) in enumerate((([stream, samples], 0), ([stream], 32))):
+        data = TrainingData(
+            train_parts=parts,
+            val=samples,
+            tokenizer=Tokenizer.build(stream.texts()),
+            train_transform=build_transform(32, train=True),
+            eval_transform=build_transform(32),
+        )
+        with pytest.raises(ValueError, match="a shard stream trains on its own and unpacked"):
+            train(get_preset("tiny"), quick_config(tmp_path / str(index), packed_text_len=packed), data)
+
+
 @pytest.mark.parametrize("blind", [False, True])
 def test_the_training_loader_batches_a_stream_as_uint8_images_with_whole_batches_only(shards, tmp_path, blind):
     """vlm.training.loop.shard_loader: 24 captions in batches of 5 give 4 whole batches (the rest dropped, as DDP

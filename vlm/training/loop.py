@@ -523,14 +523,15 @@ def train(
 
     max_text_len = model_config.max_text_len
     parts, weights = data.train_parts, config.weights or None
+    streamed = any(isinstance(part, ShardStream) for part in parts)
+    if streamed and (len(parts) != 1 or config.packed_text_len):  # before packing, which would index the stream
+        raise ValueError("a shard stream trains on its own and unpacked (no other data set, no packed_text_len)")
     if config.packed_text_len:
         parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources))
     train_transform = data.train_transform if config.augment else data.eval_transform
     pin_memory = torch_device.type == "cuda"  # page-locked batches: the non_blocking copies below then overlap
     order: MixtureSampler | ShardStream
-    if any(isinstance(part, ShardStream) for part in parts):
-        if len(parts) != 1 or config.packed_text_len:
-            raise ValueError("a shard stream trains on its own and unpacked (no other data set, no packed_text_len)")
+    if streamed:
         order = parts[0]
         # The stream's order depends on its worker count: a resumed run keeps the one it started with.
         if state.stream_workers < 0:
