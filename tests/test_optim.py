@@ -116,12 +116,15 @@ def test_muon_takes_the_linear_matrices_and_adamw_the_rest():
     }
 
     for muon_convolutions, stepped in ((False, matrices), (True, with_filters)):
-        config = TrainConfig(lr_decoder=1e-3, muon_lr_ratio=4.0, muon_convolutions=muon_convolutions)
+        config = TrainConfig(lr_decoder=1e-3, muon_lr_ratio=4.0, muon_convolutions=muon_convolutions, weight_decay=0.05)
         optimizer = build_optimizer(model, config)
         grouped = [p for g in optimizer.param_groups for p in g["params"]]
         assert len(grouped) == len(set(grouped)) == len(list(model.parameters()))
         for group in optimizer.param_groups:
-            assert group["muon"] == all(p in stepped for p in group["params"])
+            kinds = {(p in stepped, p.dim() < 2) for p in group["params"]}
+            assert kinds == {(True, False)} if group["muon"] else kinds in ({(False, False)}, {(False, True)})
+            # biases and norms without weight decay, everything else with it
+            assert group["weight_decay"] == (0.0 if kinds == {(False, True)} else 0.05)
     decoder_muon = next(
         g for g in optimizer.param_groups if g["muon"] and g["params"][0] in set(model.decoder.parameters())
     )
