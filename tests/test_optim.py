@@ -132,3 +132,6 @@ def test_muon_takes_the_linear_matrices_and_adamw_the_rest():
 
     adamw_only = build_optimizer(model, TrainConfig(optimizer="adamw"))
     assert not any(g["muon"] for g in adamw_only.param_groups)
+    tuned = build_optimizer(model, TrainConfig(betas=(0.8, 0.9), dtype="bfloat16"))
+    assert {g["betas"] for g in tuned.param_groups} == {(0.8, 0.9)}
+    assert tuned.newton_schulz_dtype == torch.bfloat16  # orthogonalized in the training's dtype

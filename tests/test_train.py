@@ -261,6 +261,25 @@ def test_the_learning_rate_factor_scales_each_group_from_its_own_peak():
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([5e-4, 1.25e-4])
 
 
+def test_the_train_config_accepts_its_settings_up_to_their_bounds_and_refuses_past_them():
+    for settings in (
+        dict(loss_mean="sample"),
+        dict(max_unreadable_share=0.0),
+        dict(max_unreadable_share=1.0),
+        dict(freeze="encoder,projector"),
+    ):
+        TrainConfig(**settings)
+    for settings, message in (
+        (dict(loss_mean="samples"), "loss_mean must be"),
+        (dict(max_unreadable_share=-0.01), "max_unreadable_share must be"),
+        (dict(max_unreadable_share=1.01), "max_unreadable_share must be"),
+        (dict(freeze="encoder,wings"), "no model part 'wings'"),
+        (dict(freeze="encoder,projector,decoder"), "leaves nothing to train"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**settings)
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     config = TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
     factors = [lr_factor(step, config) for step in range(100)]
