@@ -60,8 +60,8 @@ def run_mutmut(names: list[str], max_children: int) -> int:
     return subprocess.call(command + names, cwd=ROOT, env=env)
 
 
-def results(module: str) -> dict[str, int | None]:
-    meta = ROOT / "mutants" / (module + ".meta")
+def results(module: str, root: Path = ROOT) -> dict[str, int | None]:
+    meta = root / "mutants" / (module + ".meta")
     return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
 
 
@@ -73,8 +73,7 @@ def mutants_without_results(modules: list[str], root: Path = ROOT) -> list[str]:
     for module in modules:
         meta = root / "mutants" / (module + ".meta")
         if meta.exists() and meta.stat().st_mtime >= (root / module).stat().st_mtime:
-            codes = json.loads(meta.read_text())["exit_code_by_key"]
-            names += [name for name, code in codes.items() if code is None]
+            names += [name for name, code in results(module, root).items() if code is None]
         else:
             names.append(mutant_glob(module))
     return names
