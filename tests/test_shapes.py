@@ -352,9 +352,15 @@ def read_answer(question: str, description: str) -> str:
         assert all(s == m[2] and v == ("same" if c == m[1] else "different") for s, c, v in steps)
         return "yes" if any(v == "same" for *_, v in steps) else "no"
     if m := re.fullmatch(r"what is (left of|right of|above|below) the (\w+ \w+)\?", question):
-        # every other object with its relation to the asked one: the answer is the one in the asked relation
-        (found,) = [f"{colour} {shape}" for colour, shape, *relation in steps if " ".join(relation) == m[1]]
-        assert m[2] not in [f"{colour} {shape}" for colour, shape, *_ in steps]
+        # the walk along the relation's axis, each object on the asked side of the asked one with its relation to
+        # it: the answer is the one in the asked relation
+        names = [" ".join(step[1:3]) for step in steps]
+        reached = names.index(m[2])
+        before = m[1] in ("left of", "above")
+        assert (reached == len(steps) - 1) if before else len(steps) > reached + 1
+        for i, (_, colour, shape, *relation) in enumerate(steps):
+            assert bool(relation) == (i < reached if before else i > reached)
+        (found,) = [" ".join(step[1:3]) for step in steps if " ".join(step[3:]) == m[1]]
         return found
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):
         # the walk up to the first of the two; its colour beside the first object's, then its shape; which it is
@@ -396,15 +402,18 @@ def test_reasoned_answers_name_the_objects_looked_at_in_order_then_the_plain_ans
             steps = steps[:-3]  # the last three compare the object reached with the question's first
         if question.startswith(("what size", "how many", "is the ")):  # size, colour, shape (and a count)
             assert [s[:3] for s in steps] == [[o.size, o.colour, o.shape] for o in order][: len(steps)]
-        if question.startswith("what is"):  # colour, shape and relation of every object but the asked one
+        if question.startswith("what is"):  # the walk, with the relation of each object on the asked side
             asked = question.removesuffix("?").split()[-2:]
-            others = [o for o in order if [o.colour, o.shape] != asked]
-            assert [s[:2] for s in steps] == [[o.colour, o.shape] for o in others]
             (b,) = [o for o in scene.objects if [o.colour, o.shape] == asked]
-            for step, o in zip(steps, others):  # the clearer of the two offsets from b, in the question's words
+            before = bool(re.match("what is (left of|above)", question))  # the answer is before b in the walk
+            walked = order[: order.index(b) + 1] if before else order
+            assert [s[:3] for s in steps] == [[o.size, o.colour, o.shape] for o in walked]
+            for step, o in zip(steps, walked):  # the clearer of the two offsets from b, in the question's words
                 dx, dy = b.x - o.x, b.y - o.y
                 horizontal = "left of" if dx > 0 else "right of"
-                assert " ".join(step[2:]) == (horizontal if abs(dx) >= abs(dy) else "above" if dy > 0 else "below")
+                relation = horizontal if abs(dx) >= abs(dy) else "above" if dy > 0 else "below"
+                on_asked_side = order.index(o) < order.index(b) if before else order.index(o) > order.index(b)
+                assert " ".join(step[3:]) == (relation if on_asked_side else "")
         if question.startswith("is there") and steps[0][0] != "no":  # shape, colour, verdict
             assert [s[:2] for s in steps] == [[o.shape, o.colour] for o in order if o.shape == steps[0][0]]
         if question.startswith("how many"):

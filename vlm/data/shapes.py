@@ -258,8 +258,10 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
                                         for above and below); that one's colour beside <a>'s, then its shape beside
                                         <a>'s, each same or different; first (both same) or second, and the relation:
                                         "big red circle, red red same, circle circle same, first left of, so yes"
-    - what is <relation> the <b>?       every other object, left to right (top to bottom for above and below), with
-                                        its relation to <b>: "yellow square above, green cross left of, so green cross"
+    - what is <relation> the <b>?       the objects so named, left to right (top to bottom for above and below), up
+                                        to <b> for left of and above, every one for right of and below; each on the
+                                        asked side of <b> with its relation to <b>: "small yellow square above, big
+                                        green cross left of, big red circle, so green cross"
     """
     objects = left_to_right(scene)
     if m := re.fullmatch(r"what color is the (\w+)\?", question):
@@ -277,7 +279,14 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
         (asked,) = [o for o in objects if o.name == m[2]]
         if m[1] in ("above", "below"):
             objects = top_to_bottom(scene)
-        steps = [f"{o.name} {relation(o, asked)}" for o in objects if o is not asked]
+        reached = objects.index(asked)
+        before = m[1] in ("left of", "above")  # the side of the walk the answer is on
+        steps = [
+            o.sized_name if (i >= reached if before else i <= reached) else f"{o.sized_name} {relation(o, asked)}"
+            for i, o in enumerate(objects)
+        ]
+        if before:
+            steps = steps[: reached + 1]
     elif m := re.fullmatch(r"how many (\w+) are there\?", question):
         # Top to bottom: the order does not change the count, and it is practice in the vertical order, which the
         # relations above and below need and the captions never give (E14).
