@@ -123,6 +123,29 @@ def test_packed_training_loss_falls(tmp_path):
     assert len(curve) == 40 and sum(curve[-5:]) / 5 < 0.5 * sum(curve[:5]) / 5
 
 
+def test_a_blind_run_trains_and_validates_on_no_image(tmp_path):
+    """Blind, two data sets that differ only in their images train alike, losses and weights; seeing, they do not."""
+    from PIL import ImageOps
+
+    def with_inverted_images(samples):
+        return [replace(sample, image=ImageOps.invert(sample.image)) for sample in samples]
+
+    def run(data, blind):
+        run_dir = tmp_path / f"{len(list(tmp_path.iterdir()))}"
+        train(get_preset("tiny"), quick_config(run_dir, max_steps=4, eval_every=2, blind=blind), data)
+        records = [json.loads(line) for line in (run_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+        weights = load_file(run_dir / "run" / "model" / "model.safetensors")
+        return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in records], weights
+
+    inverted = colour_data()
+    inverted.train_parts = [with_inverted_images(inverted.train_parts[0])]
+    inverted.val = with_inverted_images(inverted.val)
+    for blind in (True, False):
+        (losses_a, weights_a), (losses_b, weights_b) = run(colour_data(), blind), run(inverted, blind)
+        same = losses_a == losses_b and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+        assert same == blind, blind
+
+
 def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_asked_for(tmp_path, monkeypatch):
     calls = []
 
