@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import vlm.training.loop as train_module
 from vlm.data.catalog import texts_of
-from vlm.data.mixture import TokenizedDataset
+from vlm.data.mixture import MixtureSampler, TokenizedDataset
 from vlm.data.packing import group_by_image
 from vlm.data.transforms import build_transform
 from vlm.model.checkpoint import load_model
@@ -144,6 +144,25 @@ def test_a_blind_run_trains_and_validates_on_no_image(tmp_path):
         (losses_a, weights_a), (losses_b, weights_b) = run(colour_data(), blind), run(inverted, blind)
         same = losses_a == losses_b and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
         assert same == blind, blind
+
+
+def test_a_run_draws_its_parts_in_the_mixture_weights_with_epochs_of_epoch_size(tmp_path, monkeypatch):
+    drawn = []  # the training order's draws, as indices into the parts one after the other
+
+    class RecordedSampler(MixtureSampler):
+        def __iter__(self):
+            for index, seed in super().__iter__():
+                drawn.append(index)
+                yield index, seed
+
+    monkeypatch.setattr(train_module, "MixtureSampler", RecordedSampler)
+    data = colour_data()
+    data.train_parts = [ColourSamples(32, seed=0), ColourSamples(32, seed=2)]
+    config = quick_config(tmp_path, max_steps=24, eval_every=24, weights=[3.0, 1.0], epoch_size=16)
+    state = train(get_preset("tiny"), config, data)
+    share_of_first = sum(index < 32 for index in drawn) / len(drawn)
+    assert len(drawn) == 24 * 8 and 0.65 < share_of_first < 0.85  # 3:1, not the parts' sizes' 1:1
+    assert state.position <= 16 and state.epoch * 16 + state.position == 24 * 8
 
 
 def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_asked_for(tmp_path, monkeypatch):
