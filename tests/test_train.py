@@ -9,7 +9,9 @@ import torch
 from helpers import ColourSamples, killed_after_checkpoint, tiny_model, tiny_tokenizer
 from safetensors.torch import load_file
 
+import vlm.data.mixture as mixture_module
 import vlm.training.loop as train_module
+from vlm.data.batch import encode_packed
 from vlm.data.catalog import texts_of
 from vlm.data.mixture import MixtureSampler, TokenizedDataset
 from vlm.data.packing import group_by_image
@@ -163,6 +165,24 @@ def test_a_run_draws_its_parts_in_the_mixture_weights_with_epochs_of_epoch_size(
     share_of_first = sum(index < 32 for index in drawn) / len(drawn)
     assert len(drawn) == 24 * 8 and 0.65 < share_of_first < 0.85  # 3:1, not the parts' sizes' 1:1
     assert state.position <= 16 and state.epoch * 16 + state.position == 24 * 8
+
+
+@pytest.mark.parametrize("packed_text_len", [12, 40])
+def test_a_packed_run_fills_its_rows_up_to_packed_text_len(tmp_path, monkeypatch, packed_text_len):
+    """An image's caption and question take 6 and 10 tokens: rows of 12 hold one, rows of 40 both (the model's own
+    max_text_len, 48, would take both either way)."""
+    rows = []
+
+    def recording(*args):
+        rows.append(encode_packed(*args))
+        return rows[-1]
+
+    monkeypatch.setattr(mixture_module, "encode_packed", recording)
+    data = colour_data()
+    data.train_parts = [ColourSamples(16, seed=0, both_tasks=True)]
+    train(get_preset("tiny"), quick_config(tmp_path, max_steps=2, packed_text_len=packed_text_len), data)
+    assert rows and {int(row.segment_ids.max()) + 1 for row in rows} == {1 if packed_text_len == 12 else 2}
+    assert max(len(row.input_ids) for row in rows) <= packed_text_len
 
 
 def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_asked_for(tmp_path, monkeypatch):
