@@ -185,6 +185,16 @@ def test_a_packed_run_fills_its_rows_up_to_packed_text_len(tmp_path, monkeypatch
     assert max(len(row.input_ids) for row in rows) <= packed_text_len
 
 
+def test_loss_mean_sample_weighs_each_sample_alike_and_token_each_token(tmp_path):
+    """Captions ("a red picture") and one-word answers in one batch, targets of different lengths: the mean over
+    samples and the mean over tokens of the same first step's losses differ."""
+    first = {}
+    for loss_mean in ("token", "sample"):
+        train(get_preset("tiny"), quick_config(tmp_path / loss_mean, max_steps=1, loss_mean=loss_mean), colour_data())
+        first[loss_mean] = losses(tmp_path / loss_mean / "run")[0]
+    assert abs(first["token"] - first["sample"]) > 1e-3, first
+
+
 def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_asked_for(tmp_path, monkeypatch):
     calls = []
 
