@@ -279,8 +279,8 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
         (asked,) = [o for o in objects if o.name == m[2]]
         if m[1] in ("above", "below"):
             objects = top_to_bottom(scene)
-        # The walk along the axis gives the side of <b> each object is on, which the model judged object by object
-        # no better than 65% of the time (E19 in docs/results.md); only the objects on the asked side are judged.
+        # The walk along the axis gives the side of <b> each object is on, which the model judges object by object
+        # far worse than it walks (E19 and E20 in docs/results.md); only the objects on the asked side are judged.
         i = objects.index(asked)
         if m[1] in ("left of", "above"):  # the answer comes before <b> in the walk, which stops at <b>
             steps = [f"{o.sized_name} {relation(o, asked)}" for o in objects[:i]] + [asked.sized_name]
