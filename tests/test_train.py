@@ -19,6 +19,7 @@ from vlm.data.transforms import build_transform
 from vlm.model.checkpoint import load_model
 from vlm.model.config import get_preset
 from vlm.model.tokenizer import Tokenizer
+from vlm.training.budget import planned_step_count
 from vlm.training.loop import TrainConfig, TrainingData, TrainingDiverged, lr_factor, train
 
 
@@ -454,10 +455,36 @@ def test_a_budget_larger_than_max_steps_needs_stops_at_max_steps(tmp_path, monke
     assert state.step == state.planned_steps == 60
 
 
+def test_a_machine_that_slows_down_mid_run_is_planned_again_to_end_on_the_budget(tmp_path, monkeypatch):
+    clock = StepClock(0.5)
+    monkeypatch.setattr(train_module, "time", clock)
+
+    def slow_down_after_step_60(model, step):
+        if step == 60:
+            clock.tick = 1.0
+        return {}
+
+    settings = dict(time_budget_min=1.0, max_steps=1000, warmup_steps=5, log_every=1000, eval_every=20)
+    state = train(
+        get_preset("tiny"), quick_config(tmp_path, **settings), colour_data(), on_validate=slow_down_after_step_60
+    )
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    plans = {r["step"]: r["planned_steps"] for r in records if "planned_steps" in r}
+    # Step 50: 25 s of steps and two validations of 0.5 s spent; each step to come costs 0.5 s and a twentieth of a
+    # validation, and the last validation is kept aside: (60 - 26 - 0.5) / 0.525 = 63 more steps. From step 61 a step
+    # takes 1 s: at step 80 (50 s of steps, 2 s of validation and 2/3 s kept for its own) the 7.33 s left hold 6 steps
+    # of 1 s and 1/30 s and the last validation, so the run ends at 86, after 56 s of steps and 4 s of validation,
+    # not at the 113 planned before it slowed.
+    assert plans[50] == 113 and plans[60] == 113 and plans[80] == 86
+    assert state.step == state.planned_steps == 86
+
+
 def test_planned_step_count():
-    assert train_module.planned_step_count(100.0, 40.0, 50, 0.5, 10_000) == 170
-    assert train_module.planned_step_count(100.0, 40.0, 50, 0.5, 80) == 80  # the cap
-    assert train_module.planned_step_count(100.0, 120.0, 50, 0.5, 80) == 51  # over budget: one more step at least
+    assert planned_step_count(100.0, 40.0, 50, 0.5, 10_000) == 170
+    assert planned_step_count(100.0, 40.0, 50, 0.5, 80) == 80  # the cap
+    assert planned_step_count(100.0, 120.0, 50, 0.5, 80) == 51  # over budget: one more step at least
+    # A validation of 5 s every 10 steps and after the last: a step costs 1 s, and 5 s are kept for the last one.
+    assert planned_step_count(100.0, 40.0, 50, 0.5, 10_000, validation_s=5.0, eval_every=10) == 105
 
 
 @pytest.mark.parametrize("frozen", [("encoder",), ("projector", "decoder")])

@@ -37,6 +37,7 @@ from vlm.model.config import VLMConfig
 from vlm.model.tokenizer import Tokenizer
 from vlm.model.vision_language_model import PARTS, VisionLanguageModel
 from vlm.runtime import autocast, autocast_dtype, resolve_device
+from vlm.training.budget import TimeBudget
 from vlm.training.image_failures import ImageFailures
 from vlm.training.optim import MuonAdamW, muon_matrices
 
@@ -46,10 +47,11 @@ class TrainConfig:
     out_dir: str = "runs/main"
     # The run's length in steps; with a time budget (below), the most it may plan.
     max_steps: int = 3000
-    # Minutes of training steps (data loading included, validation not): after a few steps the run measures its
-    # pace and plans as many steps as fit (`planned_step_count`), so one recipe fills the same minutes on a slow and
-    # a fast machine; the main job's 12 leave room for validation within a quarter of an hour. 0: exactly max_steps.
-    time_budget_min: float = 12.0
+    # Minutes of training, data loading and validation included: the run plans as many steps as fit from the pace
+    # it measures, at step 50 and again at every validation (vlm/training/budget.py), so one recipe fills the same
+    # minutes on a slow and a fast machine; the main job's 14 leave room for start-up within a quarter of an
+    # hour. 0: exactly max_steps.
+    time_budget_min: float = 14.0
     batch_size: int = 64  # per process, per micro-batch
     grad_accum: int = 1
     # 5e-4 rather than 1e-3: it names far more objects right in the same steps; 2e-3 and above
@@ -191,16 +193,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-# With a time budget the pace is measured over these steps: after the first ones, whose kernels are still being
-# built, and early enough that the plan is made during the warm-up, before the cosine decay that depends on it.
-BUDGET_CALIBRATION_STEPS = (10, 50)
-
-
-def planned_step_count(budget_s: float, spent_s: float, step: int, seconds_per_step: float, cap: int) -> int:
-    """The steps done and as many more as the rest of the budget holds at the measured pace, at most `cap`."""
-    return max(step + 1, min(cap, step + int((budget_s - spent_s) / seconds_per_step)))
 
 
 def freeze_parts(model: VisionLanguageModel, parts: tuple[str, ...]) -> None:
@@ -586,7 +578,10 @@ def train(
     )
     window_start, window_images = time.perf_counter(), 0
     steps_s, step_end = 0.0, time.perf_counter()  # time in training steps, validation left out
-    calibration_start_s = 0.0
+    # A resumed run keeps the plan its checkpoint holds: its own pace would be measured from the middle of a run.
+    budget = None
+    if config.time_budget_min and not state.planned_steps:
+        budget = TimeBudget(config.time_budget_min, config.max_steps, config.eval_every)
     micro_step = 0
     model.train()
     while state.step < config.max_steps:
@@ -631,25 +626,16 @@ def train(
             state.step += 1
             progress.update(1)
             steps_s, step_end = steps_s + time.perf_counter() - step_end, time.perf_counter()
-            if config.time_budget_min and not state.planned_steps:
-                first, last = BUDGET_CALIBRATION_STEPS
-                if state.step == first:
-                    calibration_start_s = steps_s
-                elif state.step == last:
-                    # On the training device: NCCL reduces GPU tensors only.
-                    pace = torch.tensor((steps_s - calibration_start_s) / (last - first), device=torch_device)
-                    if dist_info.enabled:  # every rank plans the same count: the slowest one's
-                        dist.all_reduce(pace, op=dist.ReduceOp.MAX)
-                    budget_s = config.time_budget_min * 60
-                    state.planned_steps = planned_step_count(
-                        budget_s, steps_s, state.step, float(pace), config.max_steps
-                    )
-                    config = replace(config, max_steps=state.planned_steps)
-                    progress.total = state.planned_steps
-                    progress.refresh()
-                    log.write(
-                        {"step": state.step, "planned_steps": state.planned_steps, "seconds_per_step": float(pace)}
-                    )
+            if budget is not None and budget.step_done(state.step, steps_s) and state.step < config.max_steps:
+                planned, pace = budget.plan(state.step, steps_s)
+                plan = torch.tensor(planned, device=torch_device)
+                if dist_info.enabled:  # every rank plans the same count: the smallest (on the device: NCCL's)
+                    dist.all_reduce(plan, op=dist.ReduceOp.MIN)
+                state.planned_steps = int(plan)
+                config = replace(config, max_steps=state.planned_steps)
+                progress.total = state.planned_steps
+                progress.refresh()
+                log.write({"step": state.step, "planned_steps": state.planned_steps, "seconds_per_step": pace})
             if state.step % config.log_every == 0 or state.step == config.max_steps:
                 elapsed = time.perf_counter() - window_start
                 images_per_s = window_images / elapsed
@@ -681,7 +667,10 @@ def train(
                     on_validate,
                     checkpoint_dir,
                 )
-                window_start = step_end = time.perf_counter()  # validation time is not training throughput
+                validated = time.perf_counter()
+                if budget is not None:
+                    budget.validated(validated - step_end)
+                window_start = step_end = validated  # validation time is not training throughput
             if state.step >= config.max_steps:
                 break
         else:
