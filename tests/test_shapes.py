@@ -28,10 +28,12 @@ from vlm.data.shapes import (
     annotated_scene,
     canonical_caption,
     captions,
+    reasoned_answer,
     render,
     robust_rendering,
     scene_seed,
     varied_rendering,
+    what_is_questions,
 )
 from vlm.evaluation.metrics.shapes_accuracy import names_every_object
 from vlm.model.config import get_preset
@@ -274,7 +276,7 @@ def test_texts_hold_every_caption_question_and_answer():
 def test_unknown_split_or_task_is_named():
     with pytest.raises(ValueError, match="split must be one of .* got 'training'"):
         ShapesDataset("training")
-    with pytest.raises(ValueError, match="task must be 'caption', 'vqa' or 'walk', got 'captions'"):
+    with pytest.raises(ValueError, match="task must be 'caption', 'vqa', 'walk' or 'what_is', got 'captions'"):
         ShapesDataset("val", task="captions")
 
 
@@ -358,7 +360,7 @@ def read_answer(question: str, description: str) -> str:
         reached = names.index(m[2])
         before = m[1] in ("left of", "above")
         assert (reached == len(steps) - 1) if before else len(steps) > reached + 1
-        for i, (_, colour, shape, *relation) in enumerate(steps):
+        for i, (*_, relation) in enumerate(step[:3] + [step[3:]] for step in steps):
             assert bool(relation) == (i < reached if before else i > reached)
         (found,) = [" ".join(step[1:3]) for step in steps if " ".join(step[3:]) == m[1]]
         return found
@@ -380,8 +382,13 @@ def read_answer(question: str, description: str) -> str:
         assert counts == list(range(1, len(counts) + 1))  # counted as they are named
         assert all((len(step) == 4) == (m[1] in ("shapes", PLURAL[step[2]])) for step in steps)
         return numbers[len(counts)]
-    if m := re.fullmatch(r"what size is the (\w+ \w+)\?", question):
-        assert f"{colour} {shape}" == m[1]
+    if m := re.fullmatch(r"what size is the (\w+) (\w+)\?", question):
+        # Each object of the asked shape with its colour beside the asked one, same only at the last, the asked one.
+        compared = [step for step in steps if step[2] == m[2]]
+        assert all(step[3:] == [step[1], m[1], "different"] for step in compared[:-1])
+        assert compared[-1] is steps[-1] and steps[-1][3:] == [m[1], m[1], "same"]
+        assert all(len(step) == 3 for step in steps if step[2] != m[2])
+        assert [colour, shape] == [m[1], m[2]]
         return size
     raise AssertionError(f"a question this test does not know: {question!r}")
 
@@ -535,3 +542,39 @@ def test_walk_samples_name_every_object_top_to_bottom():
         expected = ", ".join(f"{o.size} {o.colour} {o.shape}" for o in sorted(scene.objects, key=lambda o: o.y))
         assert sample.question == "name the objects from top to bottom" == list(WALK_QUESTIONS)[0]
         assert sample.target == expected and sample.references == [expected] and {sample.question, expected} <= texts
+
+
+def test_what_is_questions_are_every_one_a_scene_answers():
+    """shapes_what_is: every "what is <relation> the <b>?" with one answer, uniquely named; the questions ask one."""
+    asked = 0
+    for annotated in ShapesDataset("val").scenes:
+        objects = annotated.scene.to_json()["objects"]
+        names = [_name(o) for o in objects]
+        unique = [name for name in names if names.count(name) == 1]
+        expected = []
+        for b in (o for o in objects if _name(o) in unique):
+            for rel in ("left of", "right of", "above", "below"):
+                answers = [_name(o) for o in objects if o is not b and _on_side(o, rel, b, clearer=True)]
+                if len(answers) == 1 and answers[0] in unique:
+                    expected.append((f"what is {rel} the {_name(b)}?", answers[0]))
+        pairs = what_is_questions(annotated.scene)
+        assert sorted(pairs) == sorted(expected) and len(set(pairs)) == len(pairs)
+        for qa in annotated.questions:
+            if qa[0].startswith("what is "):
+                assert qa in pairs
+                asked += 1
+    assert asked > 20
+
+
+def test_what_is_samples_carry_reasoned_answers_in_the_vocabulary_texts():
+    dataset = build_dataset("shapes_what_is", "val")
+    assert len(dataset) == sum(len(what_is_questions(a.scene)) for a in dataset.scenes) > SPLIT_SIZES["val"]
+    texts = set(dataset.texts())
+    for i in range(0, len(dataset), 37):
+        sample = dataset[i]
+        scene = dataset.scenes[dataset.index[i][0]].scene
+        (answer,) = sample.references
+        assert (sample.question, answer) in what_is_questions(scene)
+        assert sample.target == reasoned_answer(scene, sample.question, answer)
+        assert read_answer(sample.question, sample.target.rpartition(", so ")[0]) == answer
+        assert {sample.question, sample.target} <= texts

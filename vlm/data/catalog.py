@@ -38,6 +38,8 @@ class DataPaths:
 # shapes_vqa_reading: the same, the steps given and the final answer the only target (practice in reading them).
 # shapes_walks: the built-in scenes' objects named top to bottom on request, a walk that the reasoned answers take
 # (training practice; no question type of the built-in questions).
+# shapes_what_is: every "what is left of/above the B?" a built-in scene answers, reasoned (the built-in questions ask
+# at most one a scene): practice in the kind answered worst.
 # shapes_robust, shapes_vqa_robust: the built-in test scenes, captions and questions, drawn with variations the
 # training renderer never makes (`robust_rendering`); test split only.
 # easy_vqa_reasoned: easy-VQA with each yes/no answer worked out in steps ("asked red, saw blue, different, so no";
@@ -48,6 +50,7 @@ SHAPES_NAMES = (
     "shapes_vqa_reasoned",
     "shapes_vqa_reading",
     "shapes_walks",
+    "shapes_what_is",
     "shapes_robust",
     "shapes_vqa_robust",
 )
@@ -90,7 +93,12 @@ def build_dataset(
         robust = name.endswith("_robust")
         if robust and split != "test":
             raise ValueError(f"{name} is a held-out test split (--split test); training never sees its renderings")
-        task = {"shapes": "caption", "shapes_robust": "caption", "shapes_walks": "walk"}.get(name, "vqa")
+        task = {
+            "shapes": "caption",
+            "shapes_robust": "caption",
+            "shapes_walks": "walk",
+            "shapes_what_is": "what_is",
+        }.get(name, "vqa")
         reasoned, reading = name == "shapes_vqa_reasoned", name == "shapes_vqa_reading"
         return ShapesDataset(split, task=task, reasoned=reasoned, robust=robust, reading=reading, varied=varied)
     if name in ("easy_vqa", "easy_vqa_shapes", "easy_vqa_balanced", "easy_vqa_reasoned"):
