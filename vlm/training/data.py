@@ -25,7 +25,7 @@ from vlm.runtime import autocast_dtype
 from vlm.training.init_from import initialization_from
 from vlm.training.loop import TrainingData, last_checkpoint
 
-DEFAULT_DATA = "shapes:3,shapes_vqa_reasoned:3,easy_vqa_reasoned:2,easy_vqa_shapes:1,shapes_walks:1"
+DEFAULT_DATA = "shapes:3,shapes_vqa_reasoned:3,easy_vqa_reasoned:2,easy_vqa_shapes:1,shapes_walks:1,shapes_what_is:0.5"
 
 
 def generation_metrics(
