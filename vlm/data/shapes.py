@@ -251,7 +251,9 @@ def reasoned_answer(scene: Scene, question: str, answer: str) -> str:
     - is there a <colour> <shape>?      each object of that shape, left to right, its colour and whether it is the
                                         asked one: "circle blue different, circle red same, so yes" ("no circles")
     - what size is the <colour> <shape>?  the objects named as the caption names them ("<size> <colour> <shape>",
-                                        left to right) up to the asked one: "small yellow square, big red circle, so big"
+                                        left to right) up to the asked one, each of the asked shape with its colour
+                                        beside the asked one: "small blue circle blue red different, small yellow
+                                        square, big red circle red red same, so big"
     - how many <shapes> are there?      every object so named, top to bottom, each asked one counted as it is named:
                                         "big red circle 1, small yellow square, small blue circle 2, so two"
     - is the <a> left of the <b>?       the objects so named up to the first of the two, left to right (top to bottom
