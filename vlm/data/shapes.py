@@ -362,7 +362,7 @@ def questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     by_name = {}
     for o in objects:
         by_name.setdefault(o.name, []).append(o)
-    unique = [group[0] for group in by_name.values() if len(group) == 1]
+    unique = uniquely_named(scene)
     for shape, members in by_shape.items():
         if len(members) == 1:
             pairs.append((f"what color is the {shape}?", members[0].colour))
@@ -392,6 +392,11 @@ def questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     return pairs
 
 
+def uniquely_named(scene: Scene) -> list[ShapeObject]:
+    """The objects no other object of the scene shares a name ("red circle") with, in the scene's order."""
+    return [o for o in scene.objects if sum(p.name == o.name for p in scene.objects) == 1]
+
+
 def only_object(scene: Scene, rel: str, b: ShapeObject, unique: list[ShapeObject]) -> ShapeObject | None:
     """The one object in relation `rel` to b, if there is one and its name is unique; else None. Every object counts,
     not only uniquely named ones: one of two red circles left of b is an answer too."""
@@ -402,7 +407,7 @@ def only_object(scene: Scene, rel: str, b: ShapeObject, unique: list[ShapeObject
 def what_is_questions(scene: Scene) -> list[tuple[str, str]]:
     """Every "what is <relation> the <b>?" the scene answers, where `questions` asks at most one (training practice:
     the kind of question the model answers worst, at a larger share; E21 in docs/results.md)."""
-    unique = [o for o in scene.objects if sum(p.name == o.name for p in scene.objects) == 1]
+    unique = uniquely_named(scene)
     pairs = []
     for b in unique:
         for rel in ("left of", "right of", "above", "below"):
