@@ -475,6 +475,7 @@ def test_a_machine_that_slows_down_mid_run_is_planned_again_to_end_on_the_budget
     # takes 1 s: at step 80 (50 s of steps, 2 s of validation and 2/3 s kept for its own) the 7.33 s left hold 6 steps
     # of 1 s and 1/30 s and the last validation, so the run ends at 86, after 56 s of steps and 4 s of validation,
     # not at the 113 planned before it slowed.
+    assert list(plans) == [50, 60, 80]  # at step 50 and at each validation before the end, not at every step
     assert plans[50] == 113 and plans[60] == 113 and plans[80] == 86
     assert state.step == state.planned_steps == 86
 
