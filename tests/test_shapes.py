@@ -360,8 +360,8 @@ def read_answer(question: str, description: str) -> str:
         reached = names.index(m[2])
         before = m[1] in ("left of", "above")
         assert (reached == len(steps) - 1) if before else len(steps) > reached + 1
-        for i, (*_, relation) in enumerate(step[:3] + [step[3:]] for step in steps):
-            assert bool(relation) == (i < reached if before else i > reached)
+        for i, step in enumerate(steps):  # a relation after the objects on the asked side only
+            assert bool(step[3:]) == (i < reached if before else i > reached)
         (found,) = [" ".join(step[1:3]) for step in steps if " ".join(step[3:]) == m[1]]
         return found
     if m := re.fullmatch(r"is the (\w+ \w+) (left of|right of|above|below) the (\w+ \w+)\?", question):

@@ -492,7 +492,8 @@ class ShapesDataset(Dataset):
         elif task == "walk":
             self.index = [(i, j) for i in range(len(self.scenes)) for j in range(len(WALK_QUESTIONS))]
         elif task == "what_is":
-            self.index = [(i, j) for i, a in enumerate(self.scenes) for j in range(len(what_is_questions(a.scene)))]
+            self.what_is = [what_is_questions(a.scene) for a in self.scenes]  # once: the loader reads them per sample
+            self.index = [(i, j) for i, pairs in enumerate(self.what_is) for j in range(len(pairs))]
         else:
             self.index = [(i, j) for i, a in enumerate(self.scenes) for j in range(len(a.questions))]
 
@@ -522,7 +523,7 @@ class ShapesDataset(Dataset):
             walk = walk_of(annotated.scene, order)
             return Sample(target=walk, question=question, references=[walk], **common)
         if self.task == "what_is":
-            question, answer = what_is_questions(annotated.scene)[item]
+            question, answer = self.what_is[image_index][item]
             target = reasoned_answer(annotated.scene, question, answer)
             return Sample(target=target, question=question, references=[answer], **common)
         question, answer = annotated.questions[item]
@@ -544,6 +545,6 @@ class ShapesDataset(Dataset):
         if self.reasoned:
             texts += [reasoned_answer(a.scene, q, answer) for a in self.scenes for q, answer in a.questions]
         if self.task == "what_is":
-            asked = [(a.scene, q, answer) for a in self.scenes for q, answer in what_is_questions(a.scene)]
+            asked = [(a.scene, q, answer) for a, pairs in zip(self.scenes, self.what_is) for q, answer in pairs]
             texts += [text for scene, q, answer in asked for text in (q, reasoned_answer(scene, q, answer))]
         return texts
