@@ -28,7 +28,7 @@ def build(tokenizer, preset: str = "tiny") -> PeerModel:
     return PeerModel(config, tokenizer)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "default"])
+@pytest.mark.parametrize("preset", ["tiny", "scale-l"])
 def test_the_peer_has_as_many_parameters_as_our_model(tokenizer, preset):
     peer = build(tokenizer, preset)
     ours = parameter_count(VisionLanguageModel(peer.config))
@@ -36,6 +36,13 @@ def test_the_peer_has_as_many_parameters_as_our_model(tokenizer, preset):
     # Same ViT and GPT-2 shape; cross-attention and the untied output layer are paid for by a narrower MLP.
     assert peer.hf.decoder.config.n_layer == peer.config.decoder.depth
     assert peer.mlp_width < 4 * peer.config.decoder.width
+
+
+def test_a_peer_whose_mlp_cannot_pay_for_cross_attention_keeps_our_mlp_width(tokenizer):
+    peer = build(tokenizer, "default")  # its decoder's MLP is as wide as the stream
+    assert peer.config.decoder.mlp_ratio == 1.0
+    assert peer.mlp_width == peer.config.decoder.width
+    assert parameter_count(peer) > parameter_count(VisionLanguageModel(peer.config))
 
 
 def test_the_peer_loss_covers_target_tokens_only(tokenizer):

@@ -482,7 +482,7 @@ class SpeedComparison:
     peak: list[MatmulSpeed]  # one large square product per dtype
     ours: ModelSpeed
     peer: ModelSpeed
-    peer_mlp_width: int  # GPT-2's MLP hidden width that matches the parameter counts
+    peer_mlp_width: int  # GPT-2's MLP hidden width (`matched_mlp_width`)
 
     def share_of_ceiling(self, speed: ModelSpeed) -> float:
         return speed.step.gflops / ceiling_gflops(self.ceiling, speed.step.dtype)

@@ -5,7 +5,9 @@ adapter that trains it on our batches and generates with our token ids. Only `sc
 
 Matching: the same ViT (image size, patch size, width, depth, heads) and a GPT-2 of our decoder's width, depth, heads
 and vocabulary. Cross-attention and GPT-2's untied output layer add weights our model does not have; GPT-2's MLP
-hidden width is narrowed to pay for them, so the two models have the same number of parameters.
+hidden width is narrowed to pay for them, so the two models have the same number of parameters. Where no width can
+(the `default` preset's MLP is as wide as the stream, narrower than cross-attention alone), the peer keeps our MLP
+width: every shape the two share is then the same, and the peer is the larger model (the benchmark prints both).
 """
 
 from __future__ import annotations
@@ -75,20 +77,16 @@ def _hf_model(config: VLMConfig, tokenizer: Tokenizer, mlp_width: int, attn_impl
 
 
 def matched_mlp_width(config: VLMConfig, tokenizer: Tokenizer, attn_implementation: str = "sdpa") -> int:
-    """GPT-2's MLP hidden width that gives the peer as many parameters as `VisionLanguageModel(config)`."""
+    """GPT-2's MLP hidden width that gives the peer as many parameters as `VisionLanguageModel(config)`, or our own
+    MLP width where no width can (see the module's docstring)."""
     with torch.device("meta"):  # shapes only: counting parameters allocates nothing
         ours = parameter_count(VisionLanguageModel(config))
         usual = round(config.decoder.width * config.decoder.mlp_ratio)
         peer = parameter_count(_hf_model(config, tokenizer, usual, attn_implementation))
     # Each unit of MLP width is a row of the up projection, its bias, and a column of the down projection.
     per_unit = config.decoder.depth * (2 * config.decoder.width + 1)
-    width = usual - round((peer - ours) / per_unit)
-    if width < 1:
-        raise ValueError(
-            f"no GPT-2 MLP width matches {ours} parameters: cross-attention and the untied output layer alone "
-            f"exceed the decoder's MLP ({peer - ours} extra parameters)"
-        )
-    return width
+    narrowed = usual - round((peer - ours) / per_unit)
+    return narrowed if narrowed >= 1 else usual
 
 
 class PeerModel(nn.Module):
