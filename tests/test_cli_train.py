@@ -57,7 +57,7 @@ def test_train_command_runs_a_tiny_model_on_the_built_in_data_and_resumes(tmp_pa
         (["--loss-mean", "batch"], "loss_mean must be 'token' or 'sample', got 'batch'"),
         (["--optimizer", "sgd"], "optimizer must be 'muon' or 'adamw', got 'sgd'"),
         (["--packed-text-len", "-1"], "packed_text_len must be 0 (off) or a number of tokens, got -1"),
-        (["--packed-sources", "easy_vqa"], "packed_sources needs packing on: set packed_text_len too"),
+        (["--packed-sources", "easy_vqa"], "packed_sources and packed_texts need packing on: set packed_text_len too"),
         (["--freeze", "encoder,head"], "freeze: no model part 'head'; the parts are encoder, projector, decoder"),
         (["--freeze", "projector,decoder", "--freeze-encoder"], "freeze: every part frozen"),
         (["--set", "vision.pretrained=vit_small_patch16_224", "--set", "vision.depth=6"], "vision.depth is its own"),

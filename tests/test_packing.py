@@ -6,7 +6,7 @@ from helpers import ColourSamples, tiny_model, tiny_tokenizer
 
 from vlm.data.batch import collate, encode_example, encode_packed
 from vlm.data.mixture import TokenizedDataset
-from vlm.data.packing import ImageGroups, group_by_image
+from vlm.data.packing import ImageGroups, draw_in_proportion, group_by_image
 from vlm.data.shapes import ShapesDataset
 from vlm.data.transforms import build_transform
 from vlm.model import masks
@@ -115,3 +115,64 @@ def test_packed_examples_are_reproducible_from_their_seed():
     assert torch.equal(first.input_ids, again.input_ids) and torch.equal(first.image, again.image)
     assert int(first.segment_ids.max()) + 1 == len(groups[0])  # every question fits in 200 tokens
     assert not torch.equal(first.input_ids, other_seed.input_ids)  # another draw, another order
+
+
+def test_a_proportional_draw_gives_each_index_its_weights_share_and_never_one_twice():
+    torch.manual_seed(0)
+    weights = torch.tensor([3.0, 1.0, 1.0, 1.0, 2.0])
+    counts = torch.zeros(5)
+    for _ in range(4000):
+        drawn = draw_in_proportion(weights, 2)
+        assert len(drawn) == 2 and len(set(drawn)) == 2
+        counts[drawn] += 1
+    assert torch.allclose(counts / counts.sum(), weights / weights.sum(), atol=0.02)
+
+
+def test_an_index_whose_share_needs_more_than_one_draw_is_drawn_once_every_time():
+    torch.manual_seed(0)
+    weights = torch.tensor([6.0, 1.0, 1.0])  # three quarters of two draws: 1.5 of them, capped at one
+    draws = [draw_in_proportion(weights, 2) for _ in range(2000)]
+    assert all(0 in drawn for drawn in draws)
+    assert 1.45 < sum(len(drawn) for drawn in draws) / len(draws) < 1.55  # it, and each other a quarter of the time
+
+
+class CountingLoads(torch.utils.data.Dataset):
+    """A data set that counts the samples loaded from it."""
+
+    def __init__(self, samples):
+        self.samples, self.loads = samples, 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        self.loads += 1
+        return self.samples[index]
+
+    def sample_image_ids(self):
+        return [sample.image_id for sample in self.samples]
+
+
+def test_groups_of_a_few_texts_keep_each_data_sets_share_of_the_mixture_and_load_only_those():
+    captions = CountingLoads(ShapesDataset("val", num_images=4))  # one caption a scene
+    questions = CountingLoads(ShapesDataset("val", num_images=4, task="vqa"))  # several questions a scene
+    (scenes,), weights = group_by_image([captions, questions], [1.0, 3.0], texts_per_item=2)
+    assert weights == [4.0]  # the group's weight is its parts' together
+    captions.loads = questions.loads = 0  # grouping looked at a sample of each part
+    torch.manual_seed(0)
+    drawn = [scenes[index % 4] for index in range(800)]
+    assert captions.loads + questions.loads == 1600  # only the drawn texts were loaded
+    for index, group in enumerate(drawn):
+        assert len(group) == 2 and {sample.image_id for sample in group} == {f"val-{index % 4}"}
+        assert len({(sample.question, sample.target) for sample in group}) == 2
+    caption_share = sum(sample.question is None for group in drawn for sample in group) / 1600
+    assert caption_share == pytest.approx(0.25, abs=0.03)  # its weight's share, as unpacked
+
+
+def test_packed_texts_per_row_need_packing_on():
+    from vlm.training.loop import TrainConfig
+
+    with pytest.raises(ValueError, match="packed_texts need packing on"):
+        TrainConfig(packed_texts=2)
+    with pytest.raises(ValueError, match="packed_texts must be 0"):
+        TrainConfig(packed_text_len=96, packed_texts=-1)

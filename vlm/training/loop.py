@@ -115,6 +115,10 @@ class TrainConfig:
     packed_text_len: int = 0
     # With packing: the sources to pack, comma-separated (e.g. "easy_vqa"); empty packs every source.
     packed_sources: str = ""
+    # With packing: each packed row holds at most this many of its image's texts, each data set's share of them as
+    # its weight says, so that a row carries one encoded image for several texts while the mixture stays as unpacked
+    # (vlm/data/packing.py: ImageGroups). 0: every text of the image, in a random order, while they fit.
+    packed_texts: int = 0
     # A training image that cannot be read is named once, counted and replaced by the next readable sample; the run
     # stops when more than this share of the training set's images fail (0: at the first).
     max_unreadable_share: float = 0.01
@@ -128,8 +132,10 @@ class TrainConfig:
             raise ValueError(f"packed_text_len must be 0 (off) or a number of tokens, got {self.packed_text_len}")
         if self.time_budget_min < 0:
             raise ValueError(f"time_budget_min must be 0 (off) or a number of minutes, got {self.time_budget_min}")
-        if self.packed_sources and not self.packed_text_len:
-            raise ValueError("packed_sources needs packing on: set packed_text_len too")
+        if (self.packed_sources or self.packed_texts) and not self.packed_text_len:
+            raise ValueError("packed_sources and packed_texts need packing on: set packed_text_len too")
+        if self.packed_texts < 0:
+            raise ValueError(f"packed_texts must be 0 (every text) or a number of texts, got {self.packed_texts}")
         if not 0 <= self.max_unreadable_share <= 1:
             raise ValueError(f"max_unreadable_share must be between 0 and 1, got {self.max_unreadable_share}")
         unknown = [part for part in self.frozen_parts if part not in PARTS]
@@ -519,7 +525,7 @@ def train(
     if streamed and (len(parts) != 1 or config.packed_text_len):  # before packing, which would index the stream
         raise ValueError("a shard stream trains on its own and unpacked (no other data set, no packed_text_len)")
     if config.packed_text_len:
-        parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources))
+        parts, weights = group_by_image(parts, weights, parse_sources(config.packed_sources), config.packed_texts)
     train_transform = data.train_transform if config.augment else data.eval_transform
     pin_memory = torch_device.type == "cuda"  # page-locked batches: the non_blocking copies below then overlap
     order: MixtureSampler | ShardStream
