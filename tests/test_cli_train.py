@@ -172,3 +172,22 @@ def test_preprocessing_flags_reach_the_transforms_and_the_saved_config(tmp_path,
     assert (transform.resize, transform.crop_scale, transform.jitter, transform.flip) == ("crop", 1, None, False)
     config, data = captured_training(monkeypatch, ["--data", "shapes", "--flip", "--out-dir", str(tmp_path / "run")])
     assert data.train_transform.flip
+
+
+def test_validation_generates_for_a_few_of_its_samples_per_data_set(tmp_path, monkeypatch):
+    import vlm.cli.train
+
+    generated_per_set = []
+    real_metrics = vlm.cli.train.generation_metrics
+
+    def recording_metrics(mixture, paths, count, tokenizer, blind):
+        generated_per_set.append(count)
+        return real_metrics(mixture, paths, count, tokenizer, blind)
+
+    monkeypatch.setattr(vlm.cli.train, "generation_metrics", recording_metrics)
+    run = ["--data", "shapes", "--out-dir", str(tmp_path / "run")]
+    for flags in (["--val-samples", "256"], ["--val-samples", "8"], ["--val-samples", "8", "--val-generations", "3"]):
+        monkeypatch.setattr(vlm.cli.train, "train", lambda *args, **kwargs: (_ for _ in ()).throw(SystemExit(0)))
+        with pytest.raises(SystemExit):
+            main(["--preset", "tiny", *run, *flags])
+    assert generated_per_set == [64, 8, 3]  # never more than the validation samples

@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=DEFAULT_DATA, help=f"training mixture name:weight,... (default {DEFAULT_DATA})"
     )
     parser.add_argument("--val-samples", type=int, default=256, help="validation samples per data set")
+    parser.add_argument(
+        "--val-generations",
+        type=int,
+        default=64,
+        help="of those, how many per data set each validation also generates for (captions' CIDEr-D and objects "
+        "named, answers' accuracy): progress to read in the log, at a time cost that comes out of the budget's "
+        "steps; the validation loss, which picks the model, does not depend on it",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run in --out-dir first")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -129,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"--init-from {args.init_from}: vocabulary of {old_tokens} tokens extended by "
                 f"{data.tokenizer.num_tokens - old_tokens} from the new data ({data.tokenizer.num_tokens} in all)"
             )
-        on_validate = generation_metrics(mixture, paths, args.val_samples, data.tokenizer, train_config.blind)
+        on_validate = generation_metrics(
+            mixture, paths, min(args.val_generations, args.val_samples), data.tokenizer, train_config.blind
+        )
         state = train(model_config, train_config, data, resume=resume, device=args.device, on_validate=on_validate)
         print(
             f"trained {state.step} steps; best validation loss {state.best_val_loss:.4f}; model in {run_dir / 'model'}"
