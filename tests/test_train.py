@@ -196,19 +196,21 @@ def test_loss_mean_sample_weighs_each_sample_alike_and_token_each_token(tmp_path
     assert abs(first["token"] - first["sample"]) > 1e-3, first
 
 
-def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_asked_for(tmp_path, monkeypatch):
+def test_packing_groups_the_parts_with_their_mixture_weights_and_the_sources_and_texts_asked_for(tmp_path, monkeypatch):
     calls = []
 
-    def recording(parts, weights, sources=None):
-        calls.append((weights, sources))
-        return group_by_image(parts, weights, sources)
+    def recording(parts, weights, sources=None, texts_per_item=0):
+        calls.append((weights, sources, texts_per_item))
+        return group_by_image(parts, weights, sources, texts_per_item)
 
     monkeypatch.setattr(train_module, "group_by_image", recording)
     data = colour_data()
     data.train_parts = [ColourSamples(16, seed=0, both_tasks=True), ColourSamples(16, seed=2, both_tasks=True)]
-    config = quick_config(tmp_path, max_steps=1, eval_every=1, packed_text_len=32, packed_sources="colours")
+    config = quick_config(
+        tmp_path, max_steps=1, eval_every=1, packed_text_len=32, packed_sources="colours", packed_texts=2
+    )
     train(get_preset("tiny"), replace(config, weights=[3.0, 1.0]), data)
-    assert calls == [([3.0, 1.0], ["colours"])]
+    assert calls == [([3.0, 1.0], ["colours"], 2)]
 
 
 def test_the_training_set_is_transformed_with_augmentation_unless_it_is_off(tmp_path, monkeypatch):
