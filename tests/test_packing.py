@@ -128,6 +128,11 @@ def test_a_proportional_draw_gives_each_index_its_weights_share_and_never_one_tw
     assert torch.allclose(counts / counts.sum(), weights / weights.sum(), atol=0.02)
 
 
+def test_a_draw_among_zero_weights_takes_them_alike():
+    torch.manual_seed(0)
+    assert all(len(set(draw_in_proportion(torch.zeros(3), 2))) == 2 for _ in range(50))
+
+
 def test_an_index_whose_share_needs_more_than_one_draw_is_drawn_once_every_time():
     torch.manual_seed(0)
     weights = torch.tensor([6.0, 1.0, 1.0])  # three quarters of two draws: 1.5 of them, capped at one

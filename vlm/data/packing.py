@@ -79,7 +79,10 @@ def draw_in_proportion(weights: torch.Tensor, count: int) -> list[int]:
     """Up to `count` distinct indices, index i drawn with probability min(1, count * weights[i] / weights.sum()):
     systematic sampling (one random start, then steps of one) over the indices in a random order. Each index's
     expected share of the draws is then its weight's share, as with `count` draws with replacement, but no index is
-    drawn twice; one whose share would need more than one draw is drawn once, and the draw then holds fewer."""
+    drawn twice; one whose share would need more than one draw is drawn once, and the draw then holds fewer. All
+    weights zero (an image only a zero-weight data set describes): every index alike."""
+    if not weights.sum() > 0:
+        weights = torch.ones_like(weights)
     order = torch.randperm(len(weights))
     inclusion = (count * weights / weights.sum()).clamp(max=1.0)[order]
     ends = inclusion.cumsum(0)
