@@ -39,22 +39,48 @@ def _parameters(module: torch.nn.Module, skip: Callable[[str], bool] = lambda na
     return sum(p.numel() for name, p in module.named_parameters() if not skip(name))
 
 
+def _convolution_positions(encoder: torch.nn.Module, image_size: int) -> dict[torch.nn.Conv2d, int]:
+    """The output positions of each convolution of the encoder for one image: a convolutional stem's first layers
+    run at finer grids than the patches."""
+    positions: dict[torch.nn.Conv2d, int] = {}
+    convolutions = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda module, _, out: positions.__setitem__(module, out.shape[-2] * out.shape[-1]))
+        for m in convolutions
+    ]
+    try:
+        with torch.no_grad():
+            encoder(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return positions
+
+
 def flops_per_sample(config: VLMConfig, text_tokens: float, target_tokens: float) -> float:
     """Training FLOPs of one sample: 6 per weight per position it is applied at (2 forward, 4 backward), plus the
     attention products (q k^T and weights @ v, computed in full by the math kernel we use on CPUs). Embedding
-    tables are lookups, not matmuls; the output layer runs only at target positions, and the decoder's last block
-    computes keys and values for every position but everything else for the text positions alone (see
-    vlm/model/vision_language_model.py)."""
+    tables are lookups, not matmuls; the encoder's convolutions run at their own grids, its other weights at every
+    patch; the output layer runs only at target positions, and the decoder's last block computes keys and values
+    for every position but everything else for the text positions alone (see vlm/model/vision_language_model.py)."""
     model = VisionLanguageModel(config)
     vision, decoder = config.vision, config.decoder
     patches, image_tokens = vision.num_patches, config.num_image_tokens
     slots = image_tokens + text_tokens
     width = decoder.width
-    encoder_weights = _parameters(model.vision_encoder, skip=lambda name: "pos_embed" in name)
+    convolutions = _convolution_positions(model.vision_encoder, vision.image_size)
+    convolution_weights = {id(p) for conv in convolutions for p in conv.parameters()}
+    encoder_weights = sum(
+        p.numel()
+        for name, p in model.vision_encoder.named_parameters()
+        if "pos_embed" not in name and id(p) not in convolution_weights
+    )
+    convolution_flops = sum(2 * _parameters(conv) * count for conv, count in convolutions.items())
     block_weights = _parameters(model.decoder.blocks[0])
     key_value_weights = 2 * _parameters(model.decoder.blocks[0].attention.qkv) // 3  # keys and values: 2 of q, k, v
     forward = (
-        2 * encoder_weights * patches
+        convolution_flops
+        + 2 * encoder_weights * patches
         + 2 * _parameters(model.projector) * image_tokens
         + 2 * block_weights * slots * (decoder.depth - 1)
         + 2 * key_value_weights * slots
