@@ -107,7 +107,7 @@ def test_a_slow_matrix_multiply_is_measured_on_fewer_rows():
 def test_matmul_shapes_follow_the_config():
     config = get_preset("default")
     shapes = {name: (rows, inner, cols) for name, rows, inner, cols in model_matmul_shapes(config, 2, 10)}
-    assert shapes["vision MLP"] == (2 * 64, 128, 512)
+    assert shapes["vision MLP"] == (2 * 16, 128, 512)  # 16 patches of a 64-pixel image
     assert shapes["decoder MLP"] == (2 * (16 + 10), 256, 256)  # the preset's MLP is as wide as its stream
 
 

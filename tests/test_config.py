@@ -22,8 +22,8 @@ def test_get_preset_returns_a_copy():
 
 def test_image_token_count_follows_patches_and_reduction():
     config = get_preset("default")
-    assert config.vision.num_patches == 64
-    assert config.num_image_tokens == 16
+    assert config.vision.num_patches == (64 // 16) ** 2 == 16
+    assert config.num_image_tokens == 16  # reduction 1: a token per patch
     assert config.max_positions == 16 + config.decoder.max_text_len == 64
     assert config.max_text_len == config.decoder.max_text_len
 

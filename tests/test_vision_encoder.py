@@ -283,7 +283,7 @@ def test_an_encoder_config_that_differs_from_the_pretrained_model_it_names_is_re
         (["vision.pretrained=vit_small_patch16_224", "vision.width=512"], "vision.width is its own"),
         (["vision.pretrained=vit_small_patch16_224.nope"], "Invalid pretrained tag"),
         (["vision.pretrained=resnet18"], "not a timm VisionTransformer"),
-        (["vision.pretrained=vit_small_patch14_dinov2.lvd142m"], "set vision.image_size=504"),
+        (["vision.pretrained=vit_small_patch14_dinov2.lvd142m", "projector.reduction=2"], "set vision.image_size=504"),
     ],
 )
 def test_a_pretrained_encoder_that_cannot_be_used_as_asked_says_why(overrides, message):
@@ -297,9 +297,10 @@ def test_a_pretrained_encoder_replaces_the_presets_conv_stem_and_sizes():
     from vlm.model.config import apply_overrides, get_preset
 
     config = apply_overrides(
-        get_preset("default"), ["vision.pretrained=vit_small_patch14_dinov2", "vision.image_size=224"]
+        get_preset("default"),
+        ["vision.pretrained=vit_small_patch14_dinov2", "vision.image_size=224", "projector.reduction=2"],
     )
     vision = config.vision
     assert (vision.stem, vision.patch_size, vision.width, vision.depth, vision.heads) == ("patch", 14, 384, 12, 6)
-    assert vision.mean == (0.485, 0.456, 0.406) and config.num_image_tokens == 64
+    assert vision.mean == (0.485, 0.456, 0.406) and config.num_image_tokens == (224 // 14 // 2) ** 2 == 64
     assert config.max_positions == 64 + get_preset("default").max_text_len

@@ -192,20 +192,24 @@ PRESETS: dict[str, VLMConfig] = {
         projector=ProjectorConfig(reduction=2),
         decoder=DecoderConfig(max_text_len=44, width=32, depth=2, heads=2),
     ),
-    # Sized to train on a 2-core CPU: 64x64 images, 64 patches, 16 image tokens.
+    # Sized to train on a 2-core CPU: 64x64 images, 16 patches of 16 px, each one image token.
     # The convolutional stem: on the GPU sweep it named every object correctly on more of the validation images than
-    # the patch projection, at the same CPU speed. Twice its default channels (32, 64, 128), with Muon stepping its
-    # filters: more of the test images again, for a little more compute. Figures: docs/results.md ("The recipe") and
-    # docs/recipe_sweep.md ("Results"; "A wider stem, stepped by Muon"). The decoder's MLP as wide as its stream, not
-    # four times: the scenes' language is small, and the same steps taught the model as much for less compute
-    # (docs/results.md, "A slower machine's steps, and a narrower decoder MLP").
+    # the patch projection, at the same CPU speed; with Muon stepping its filters, wider stems named more again
+    # (docs/results.md, "The recipe"; docs/recipe_sweep.md). Four halvings (32, 64, 128, 256 channels) bring the
+    # image to the 4 x 4 grid of image tokens before the Transformer rather than after it: the encoder's layers run
+    # over 16 tokens instead of 64, a step costs less, and the steps a budget buys taught more than the 8 x 8 grid's
+    # did (docs/results.md, "Sixteen tokens from the stem"). The decoder's MLP as wide as its stream, not four times:
+    # the scenes' language is small, and the same steps taught the model as much for less compute (docs/results.md,
+    # "A slower machine's steps, and a narrower decoder MLP").
     "default": VLMConfig(
-        vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, stem="conv", stem_channel_mult=2),
-        projector=ProjectorConfig(reduction=2),
+        vision=VisionConfig(
+            image_size=64, patch_size=16, width=128, depth=4, heads=4, stem="conv", stem_channel_mult=4
+        ),
+        projector=ProjectorConfig(reduction=1),
         decoder=DecoderConfig(max_text_len=48, width=256, depth=4, heads=4, mlp_ratio=1.0),
     ),
     # The ladder of scripts/scaling.py: 64x64 images like `default`, each rung ~3x the training FLOPs per sample
-    # of the one before (scale-xs to scale-l: 25x; `default` is 1.7x scale-l).
+    # of the one before (scale-xs to scale-l: 25x; `default` is 1.2x scale-l).
     "scale-xs": VLMConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2),
         decoder=DecoderConfig(max_text_len=48, width=48, depth=1, heads=2),

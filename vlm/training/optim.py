@@ -8,7 +8,7 @@ reaches AdamW's validation loss in far fewer steps (docs/results.md, "The recipe
 The orthogonalization is five Newton-Schulz iterations, a few matrix products per matrix. `torch.optim.Muon` runs
 them in bfloat16, which a CPU without bf16 instructions emulates, many times slower than float32. Here they run in
 training's autocast dtype: bfloat16 only where the hardware runs it fast. In float32, matrices much wider than tall
-iterate on their Gram matrix: for the default preset, 7.3 billion multiply-adds a step instead of 11.4 (counted from
+iterate on their Gram matrix: for the default preset, 6.1 billion multiply-adds a step instead of 7.9 (counted from
 the shapes; docs/performance.md, "Muon: Newton-Schulz on the Gram matrix, batched by shape").
 """
 
@@ -62,7 +62,7 @@ def orthogonalize(matrix: torch.Tensor, steps: int, dtype: torch.dtype) -> torch
 
 def orthogonalize_all(matrices: list[torch.Tensor], steps: int, dtype: torch.dtype) -> list[torch.Tensor]:
     """`orthogonalize` for each matrix, those of one shape up to transposition iterated together as one batch: the
-    default preset's 38 matrices make 12 batches, and at these sizes a batched product costs little more than one
+    default preset's 39 matrices make 10 batches, and at these sizes a batched product costs little more than one
     of its matrices' products (the main job's `vlm-train` ran faster batched than matrix by matrix:
     docs/performance.md, "Muon: Newton-Schulz on the Gram matrix, batched by shape")."""
     # Tall ones transposed: the iteration runs on the short side either way.
