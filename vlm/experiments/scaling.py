@@ -69,11 +69,8 @@ def flops_per_sample(config: VLMConfig, text_tokens: float, target_tokens: float
     slots = image_tokens + text_tokens
     width = decoder.width
     convolutions = _convolution_positions(model.vision_encoder, vision.image_size)
-    convolution_weights = {id(p) for conv in convolutions for p in conv.parameters()}
-    encoder_weights = sum(
-        p.numel()
-        for name, p in model.vision_encoder.named_parameters()
-        if "pos_embed" not in name and id(p) not in convolution_weights
+    encoder_weights = _parameters(model.vision_encoder, skip=lambda name: "pos_embed" in name) - sum(
+        _parameters(conv) for conv in convolutions
     )
     convolution_flops = sum(2 * _parameters(conv) * count for conv, count in convolutions.items())
     block_weights = _parameters(model.decoder.blocks[0])
